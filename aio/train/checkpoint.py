@@ -1,0 +1,134 @@
+"""Checkpoints: atomic writes, safe loads, and rebuilding a model from what a checkpoint carries.
+
+A checkpoint (``last.pt``) is a plain dict that holds everything needed to continue or reuse a run:
+``model``, ``ema`` (or None), ``optimizer``, ``scheduler``, ``scaler``, ``step``, ``rng``, ``config``
+(the resolved config as plain containers), ``mlflow_run_id`` and ``aio_version``. It is written to a
+temporary file in the same folder and renamed over the old one, so an interrupted write never destroys
+the previous checkpoint. Reads use ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+CHECKPOINT_NAME = "last.pt"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable or does not fit the model it is loaded into."""
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
+    """Write ``state`` to ``path`` atomically (temp file in the same folder, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def resolve_checkpoint_path(path_or_dir: str | os.PathLike) -> Path:
+    """Accept a checkpoint file or a run folder (``<dir>/last.pt`` or ``<dir>/checkpoints/last.pt``)."""
+    p = Path(path_or_dir).expanduser()
+    if p.is_dir():
+        for cand in (p / CHECKPOINT_NAME, p / "checkpoints" / CHECKPOINT_NAME):
+            if cand.is_file():
+                return cand
+        raise CheckpointError(f"no {CHECKPOINT_NAME} in run folder {p}; pass the checkpoint file itself")
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint not found: {p}; pass an existing file or run folder")
+    return p
+
+
+def load_checkpoint(path_or_dir: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint dict with ``weights_only=True``; errors name the file."""
+    path = resolve_checkpoint_path(path_or_dir)
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # corrupt, truncated or not a torch file
+        raise CheckpointError(f"cannot read checkpoint {path}: {err.__class__.__name__}: {err}") from err
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path} holds a {type(ckpt).__name__}, not an aio checkpoint dict")
+    return ckpt
+
+
+def load_state_dict_checked(module: nn.Module, state_dict: dict[str, torch.Tensor], source: str = "") -> None:
+    """``load_state_dict(strict=True)`` with a readable error listing the mismatched keys and shapes."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    wrong_shape = [
+        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state_dict and tuple(own[k].shape) != tuple(state_dict[k].shape)
+    ]
+    if missing or unexpected or wrong_shape:
+
+        def show(items: list[str]) -> str:
+            head = ", ".join(items[:8])
+            return head + (f", ... ({len(items)} in all)" if len(items) > 8 else "")
+
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {show(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {show(unexpected)}")
+        if wrong_shape:
+            parts.append(f"shape mismatches: {show(wrong_shape)}")
+        where = f" from {source}" if source else ""
+        raise CheckpointError(
+            f"checkpoint{where} does not fit this architecture ({'; '.join(parts)}); "
+            "check that backbone/gate/lora_ratio/model.size match the run that wrote it"
+        )
+    module.load_state_dict(state_dict, strict=True)
+
+
+def load_model(path_or_dir: str | os.PathLike, use_ema: bool = True, map_location: str = "cpu"):
+    """Rebuild the network stored in an aio checkpoint; returns ``(model, cfg)`` with ``cfg`` a DictConfig.
+
+    The EMA weights are used when present and ``use_ema`` is true (they are what validation used).
+    """
+    from omegaconf import OmegaConf
+
+    from aio.models import model_from_config
+
+    ckpt = load_checkpoint(path_or_dir, map_location=map_location)
+    if "config" not in ckpt or "model" not in ckpt:
+        raise CheckpointError(f"{path_or_dir} is not an aio training checkpoint (no 'config'/'model' entries)")
+    cfg = OmegaConf.create(ckpt["config"])
+    model = model_from_config(cfg.model)
+    weights = ckpt["ema"] if use_ema and ckpt.get("ema") is not None else ckpt["model"]
+    load_state_dict_checked(model, weights, source=str(path_or_dir))
+    model.eval()
+    return model, cfg
+
+
+def load_weights_only(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Model weights from an aio checkpoint (EMA when present) or an official release.
+
+    Official files wrap the state dict in ``params`` (Restormer, NAFNet) or ``state_dict`` (PromptIR's
+    Lightning checkpoints, whose keys carry a ``net.`` prefix that is stripped here).
+    """
+    state = load_checkpoint(path)
+    if "config" in state and "model" in state:
+        return state["ema"] if state.get("ema") is not None else state["model"]
+    for wrapper in ("params_ema", "params", "state_dict", "model"):
+        if wrapper in state and isinstance(state[wrapper], dict):
+            state = state[wrapper]
+            break
+    return {k[len("net."):] if k.startswith("net.") else k: v for k, v in state.items() if torch.is_tensor(v)}
