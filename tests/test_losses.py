@@ -1,0 +1,150 @@
+"""Losses: values on known inputs, gradients, reduction, term reporting, config files, VGG weights."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from aio.losses import LOSSES, PerceptualWeightsError, build_loss
+from aio.paths import CONF_DIR
+
+NAMES = ["l1", "charbonnier", "fft", "edge", "perceptual", "mixed", "gfl"]
+
+
+def _cfg(name: str, **kw):
+    cfg = OmegaConf.load(CONF_DIR / "loss" / f"{name}.yaml")
+    if "perceptual" in cfg:
+        cfg.perceptual.weights = "random"
+    for k, v in kw.items():
+        cfg[k] = v
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def images():
+    g = torch.Generator().manual_seed(0)
+    t = torch.rand(2, 3, 48, 40, generator=g)
+    p = (t + 0.1 * torch.randn(2, 3, 48, 40, generator=g)).clamp(0, 1)
+    return p, t
+
+
+def test_config_files_cover_registry():
+    assert sorted(p.stem for p in (CONF_DIR / "loss").glob("*.yaml")) == sorted(NAMES) == sorted(LOSSES)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_identical_images_and_gradients(name, images):
+    p, t = images
+    loss = build_loss(_cfg(name))
+    total, terms = loss(t.clone(), t)
+    eps_floor = 1e-3 * (3 if name == "gfl" else 1)  # Charbonnier terms equal eps at zero error
+    assert 0 <= total.item() <= eps_floor + 1e-6
+    pred = p.clone().requires_grad_(True)
+    total, terms = loss(pred, t)
+    assert total.ndim == 0 and torch.isfinite(total) and total.item() > eps_floor
+    total.backward()
+    assert pred.grad is not None and torch.isfinite(pred.grad).all() and pred.grad.abs().sum() > 0
+    assert terms and all(v.ndim == 0 and not v.requires_grad for v in terms.values())
+    assert set(terms) <= {"l_pix", "l_percep", "l_edge", "l_freq", "l_lap"}
+    assert math.isclose(sum(v.item() for v in terms.values()), total.item(), rel_tol=1e-5)
+
+
+def test_known_values():
+    p = torch.zeros(1, 3, 8, 8)
+    t = torch.full((1, 3, 8, 8), 0.5)
+    assert build_loss({"name": "l1"})(p, t)[0].item() == pytest.approx(0.5)
+    assert build_loss({"name": "charbonnier"})(p, t)[0].item() == pytest.approx(math.sqrt(0.25 + 1e-6))
+    # mean reduction: doubling the batch with the same content leaves the value unchanged
+    a = build_loss({"name": "l1"})(torch.cat([p, p]), torch.cat([t, t]))[0]
+    assert a.item() == pytest.approx(0.5)
+    # FFT amplitude of a constant offset lives in the DC bin only: |dc| = 0.5 * sqrt(64) / n_bins
+    l_freq = build_loss({"name": "fft"})(p, t)[0].item()
+    assert l_freq == pytest.approx(0.5 * 8 / (8 * 5))
+    # Sobel gradients of constant images are zero
+    assert build_loss({"name": "edge"})(p, t)[0].item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_fft_phase_and_pixel_terms(images):
+    p, t = images
+    _, terms = build_loss(_cfg("fft", phase_weight=0.5, pixel_weight=1.0))(p, t)
+    assert set(terms) == {"l_freq", "l_pix"}
+
+
+def test_mixed_reports_each_term(images):
+    p, t = images
+    loss = build_loss(_cfg("mixed"))
+    total, terms = loss(p, t)
+    assert set(terms) == {"l_pix", "l_percep", "l_edge"}
+    assert loss.random_init is True
+
+
+def test_bf16_autocast_inputs(images):
+    p, t = images
+    for name in ("fft", "gfl", "mixed"):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            total, _ = build_loss(_cfg(name))(p.bfloat16(), t.bfloat16())
+        assert total.dtype == torch.float32 and torch.isfinite(total)
+
+
+def test_gfl_gradual_band_and_adaptive_weights(images):
+    p, t = images
+    loss = build_loss(_cfg("gfl", ramp_steps=4, start_radius=0.25))
+    loss.train()
+    assert loss.current_radius == pytest.approx(0.25)
+    radii = []
+    for _ in range(5):
+        pred = p.clone().requires_grad_(True)
+        total, terms = loss(pred, t)
+        total.backward()
+        radii.append(loss.current_radius)
+    assert radii[-1] == pytest.approx(1.0) and radii == sorted(radii)
+    # adaptive rescaling: each frequency-domain term matches the spatial term (weights 1)
+    assert terms["l_lap"].item() == pytest.approx(terms["l_pix"].item(), rel=1e-4)
+    assert terms["l_freq"].item() == pytest.approx(terms["l_pix"].item(), rel=1e-4)
+    loss.set_progress(0.0)
+    assert loss.current_radius == pytest.approx(0.25)
+    fixed = build_loss(_cfg("gfl", adaptive=False))
+    _, t2 = fixed(p, t)
+    assert t2["l_freq"].item() != pytest.approx(t2["l_pix"].item(), rel=1e-3)
+
+
+def test_unknown_name_lists_choices():
+    with pytest.raises(ValueError, match="choose from") as e:
+        build_loss({"name": "nope"})
+    assert "\n" not in str(e.value) and "gfl" in str(e.value)
+
+
+def test_perceptual_missing_and_wrong_weights(tmp_path):
+    with pytest.raises(PerceptualWeightsError, match=r"loss\.perceptual\.weights") as e:
+        build_loss({"name": "perceptual"})
+    assert "\n" not in str(e.value)
+    with pytest.raises(PerceptualWeightsError, match=r"loss\.perceptual\.weights.*not found"):
+        build_loss({"name": "perceptual", "perceptual": {"weights": str(tmp_path / "missing.pth")}})
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a torch file")
+    with pytest.raises(PerceptualWeightsError, match=r"loss\.perceptual\.weights") as e:
+        build_loss({"name": "mixed", "perceptual": {"weights": str(junk)}})
+    assert "\n" not in str(e.value)
+    wrong = tmp_path / "wrong.pth"
+    torch.save({"features.0.weight": torch.zeros(8, 3, 3, 3)}, wrong)
+    with pytest.raises(PerceptualWeightsError, match=r"does not match"):
+        build_loss({"name": "perceptual", "perceptual": {"weights": str(wrong)}})
+
+
+def test_perceptual_loads_local_state_dict(tmp_path, images):
+    from torchvision.models import vgg19
+
+    torch.manual_seed(1)
+    sd = vgg19(weights=None).state_dict()
+    path = tmp_path / "vgg19.pth"
+    torch.save(sd, path)
+    loss = build_loss({"name": "perceptual", "perceptual": {"weights": str(path), "layers": {"relu2_2": 1.0}}})
+    assert loss.random_init is False
+    assert torch.equal(loss.vgg[0].weight, sd["features.0.weight"])
+    assert all(not q.requires_grad for q in loss.vgg.parameters())
+    p, t = images
+    total, terms = loss(p, t)
+    assert set(terms) == {"l_percep"} and total.item() > 0
