@@ -14,10 +14,11 @@ import sys
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from aio.config import register_configs
 from aio.paths import CONF_DIR
+from aio.tracking.sweep import job_tags
 
 register_configs()
 
@@ -38,7 +39,12 @@ def run_training(cfg: DictConfig) -> float | None:
     from aio.train.trainer import train
 
     hc = HydraConfig.get()
-    tags = {"overrides": " ".join(hc.overrides.task) or "(defaults)"}
+    tags = {"aio.overrides": " ".join(hc.overrides.task) or "(defaults)"}
+    if hc.mode == RunMode.MULTIRUN:
+        tags.update(job_tags(cfg, hc.sweep.dir, dict(hc.runtime.choices)))
+        if "aio.row_label" in tags:
+            with open_dict(cfg):
+                cfg.run_name = tags["aio.row_label"]
     metrics = train(cfg, hc.runtime.output_dir, tracker_tags=tags)
     print(f"[aio] run folder: {hc.runtime.output_dir}")
     return metrics.get("val/avg/psnr")

@@ -42,8 +42,9 @@ class DatasetLayoutError(RuntimeError):
 class VirtualIndexDataset(Dataset):
     """Maps the sampler's virtual index ``epoch * n + i`` to item ``i`` with epoch-dependent randomness.
 
-    Datasets that accept a ``seed_offset`` keyword in ``get_item`` (the synthetic and real presets do) draw
-    fresh crops/noise each epoch, reproducibly; others are read with ``dataset[i]``.
+    Datasets with ``get_item(i, seed_offset=epoch)`` or ``set_epoch(epoch)`` (aio's presets) draw fresh
+    crops/noise each epoch, reproducibly, in whichever worker reads the item; others are read with
+    ``dataset[i]``.
     """
 
     def __init__(self, dataset: Dataset) -> None:
@@ -57,6 +58,8 @@ class VirtualIndexDataset(Dataset):
         epoch, i = divmod(int(k), self.n)
         if hasattr(self.dataset, "get_item"):
             return self.dataset.get_item(i, seed_offset=epoch)
+        if hasattr(self.dataset, "set_epoch"):  # runs in the worker that reads the item
+            self.dataset.set_epoch(epoch)
         return self.dataset[i]
 
 
@@ -196,8 +199,14 @@ class Trainer:
             random_vgg = getattr(self.loss_fn, "random_init", False)
             if random_vgg:
                 tags["perceptual_weights"] = "random-init"
+            run_id_file = self.run_dir / "mlflow_run_id"
+            if self.mlflow_run_id is None and t.resume == "auto" and run_id_file.is_file():
+                self.mlflow_run_id = run_id_file.read_text().strip() or None  # requeued before its 1st checkpoint
             self.tracker = make_tracker(cfg.logger, self.mlflow_run_id, cfg.get("run_name"), tags)
             self.mlflow_run_id = self.tracker.run_id
+            if self.mlflow_run_id:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                run_id_file.write_text(self.mlflow_run_id)
             self.tracker.set_tags(tags)
             self.tracker.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))
 
@@ -213,12 +222,14 @@ class Trainer:
             state = ckpt_io.load_checkpoint(source, map_location=self.device)
             ckpt_io.load_state_dict_checked(self.model, state["model"], source=str(source))
             self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
             if self.ema is not None and state.get("ema") is not None:
                 ckpt_io.load_state_dict_checked(self.ema.module, state["ema"], source=f"{source} (ema)")
             if state.get("scaler"):
                 self.scaler.load_state_dict(state["scaler"])
             self.step = int(state["step"])
+            # The schedule is a function of the step: re-derived from the current config, so a resumed run
+            # may extend trainer.max_steps.
+            self.scheduler.step_update(num_updates=self.step)
             self.mlflow_run_id = state.get("mlflow_run_id")
             _set_rng_state(state["rng"])
             print(f"[aio] resumed from {source} at step {self.step}")

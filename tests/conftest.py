@@ -1,0 +1,47 @@
+"""Shared test set-up: outputs go to a temporary folder, torch threads fit the xdist worker count."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, (os.cpu_count() or 1) // _workers))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_outputs(tmp_path_factory) -> Path:
+    """Send every default output path (runs, MLflow store) to a session temp dir, never the repo's outputs/."""
+    out = tmp_path_factory.mktemp("aio-outputs")
+    os.environ["AIO_OUTPUTS"] = str(out)
+    return out
+
+
+def compose_train(overrides: list[str] | None = None, config_name: str = "train"):
+    """Compose aio's config like ``aio-train`` would, without running anything."""
+    from hydra import compose, initialize_config_dir
+
+    from aio.config import register_configs
+    from aio.paths import CONF_DIR
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name=config_name, overrides=list(overrides or []))
+
+
+def sqlite_uri(folder: Path) -> str:
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+@pytest.fixture
+def tiny_overrides(tmp_path) -> list[str]:
+    """A seconds-long CPU run into a temporary MLflow store."""
+    return [
+        "debug=tiny",
+        f"logger.tracking_uri={sqlite_uri(tmp_path)}",
+        f"logger.artifact_location={tmp_path / 'artifacts'}",
+        "trainer.device=cpu",
+    ]
