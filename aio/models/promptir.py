@@ -17,20 +17,37 @@ from aio.models.layers import Downsample, OverlapPatchEmbed, TransformerBlock, U
 from aio.models.registry import register_model
 
 
+def _prompt_to_official(module, state_dict, prefix, local_metadata) -> None:
+    key = prefix + "prompt_param"
+    state_dict[key] = state_dict[key].unsqueeze(0)
+
+
+def _prompt_from_official(module, state_dict, prefix, *args) -> None:
+    key = prefix + "prompt_param"
+    if key in state_dict and state_dict[key].dim() == 5 and state_dict[key].shape[0] == 1:
+        state_dict[key] = state_dict[key].squeeze(0)
+
+
 class PromptGenBlock(nn.Module):
     """Prompt generation: softmax weights from pooled features mix ``prompt_len`` learned prompts, which are
-    resized to the feature map and passed through a 3x3 conv."""
+    resized to the feature map and passed through a 3x3 conv.
+
+    ``prompt_param`` is held 4-D ``[L, C, S, S]`` (so ``model.to(memory_format=torch.channels_last)`` works)
+    but appears in state dicts in the official 5-D shape ``[1, L, C, S, S]`` (and loads from it).
+    """
 
     def __init__(self, prompt_dim: int = 128, prompt_len: int = 5, prompt_size: int = 96, lin_dim: int = 192):
         super().__init__()
-        self.prompt_param = nn.Parameter(torch.rand(1, prompt_len, prompt_dim, prompt_size, prompt_size))
+        self.prompt_param = nn.Parameter(torch.rand(prompt_len, prompt_dim, prompt_size, prompt_size))
         self.linear_layer = nn.Linear(lin_dim, prompt_len)
         self.conv3x3 = nn.Conv2d(prompt_dim, prompt_dim, 3, padding=1, bias=False)
+        self.register_state_dict_post_hook(_prompt_to_official)
+        self.register_load_state_dict_pre_hook(_prompt_from_official)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
         weights = F.softmax(self.linear_layer(x.mean(dim=(-2, -1))), dim=1)  # [B, L]
-        prompt = torch.einsum("bl,lchw->bchw", weights, self.prompt_param[0].to(weights.dtype))
+        prompt = torch.einsum("bl,lchw->bchw", weights, self.prompt_param.to(weights.dtype))
         prompt = F.interpolate(prompt, (h, w), mode="bilinear")
         return self.conv3x3(prompt)
 

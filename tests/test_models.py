@@ -1,0 +1,211 @@
+"""Networks: forward/backward of every backbone x gate x switch at tiny size, autocast/channels_last, the DFRG
+routing outputs, the LoRa/DFRG parameter budgets, model_from_config's errors and the aio-model CLI."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from aio.models import (
+    RestorationModel,
+    count_parameters,
+    create_model,
+    crop_to,
+    forward_gflops,
+    list_models,
+    model_from_config,
+    pad_to_multiple,
+)
+from aio.models.layers import DFRG, LowRankConv2d, SpatialLoRaConv2d, TransformerBlock, lora_conv1x1, lora_rank
+from aio.paths import CONF_DIR
+
+
+BACKBONES = ["restormer", "promptir", "nafnet", "nafnet_gopro"]
+TOGGLES = {
+    "plain": {},
+    "lora": {"ffn_ratio": 0.5, "attn_ratio": 0.8},
+    "dfrg": {"dfrg": {"enabled": True, "experts": 4, "aux_weight": 0.1}},
+    "spatial_lora": {"spatial_lora": True, "ffn_ratio": 0.5, "attn_ratio": 0.8},
+    "csff": {"csff": True},
+}
+
+
+def model_cfg(backbone: str, size: str = "tiny", gate: str = "none", **over):
+    """The composed ``model`` node as the config groups build it: backbone yaml + gate + lora_ratio=full."""
+    cfg = OmegaConf.load(CONF_DIR / "backbone" / f"{backbone}.yaml")
+    cfg.merge_with({"gate": gate, "ffn_ratio": 1.0, "attn_ratio": 1.0, "size": size})
+    cfg.merge_with(over)
+    return cfg
+
+
+def _fwd_bwd(model: torch.nn.Module, shape: tuple[int, int], task=None) -> None:
+    x = torch.rand(2, 3, *shape, requires_grad=True)
+    y = model(x, task=task)
+    assert y.shape == x.shape
+    assert torch.isfinite(y).all()
+    loss = (y - x.detach()).abs().mean() + sum(model.aux_losses(task).values(), torch.zeros(()))
+    loss.backward()
+    assert torch.isfinite(x.grad).all()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+CASES = [(b, "none", "plain") for b in BACKBONES[1:]] + [
+    ("restormer", g, t) for g in ("none", "elementwise", "channel") for t in TOGGLES
+]
+
+
+@pytest.mark.parametrize("backbone,gate,toggle", CASES, ids=["-".join(c) for c in CASES])
+def test_forward_backward_any_size(backbone, gate, toggle):
+    torch.manual_seed(0)
+    model = model_from_config(model_cfg(backbone, gate=gate, **TOGGLES[toggle]))
+    assert isinstance(model, RestorationModel)
+    task = torch.tensor([0, 3])
+    for shape in [(64, 64), (37, 53)]:
+        model.zero_grad(set_to_none=True)
+        _fwd_bwd(model, shape, task)
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_autocast_bf16_and_channels_last(backbone):
+    over = TOGGLES["dfrg"] | {"csff": True, "spatial_lora": True} if backbone == "restormer" else {}
+    gate = "elementwise" if backbone == "restormer" else "none"
+    model = model_from_config(model_cfg(backbone, gate=gate, **over)).to(memory_format=torch.channels_last)
+    x = torch.rand(1, 3, 40, 36).to(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = model(x)
+    assert y.shape == x.shape and torch.isfinite(y.float()).all()
+    y.float().mean().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    model.eval()
+    with torch.no_grad():  # channels_last gives the same result as contiguous
+        ref = model(x.contiguous())
+        assert torch.allclose(model(x), ref, atol=1e-5)
+
+
+def test_sizes_small_are_cpu_friendly():
+    for backbone in BACKBONES:
+        for size, (lo, hi) in {"tiny": (1e4, 1.2e5), "small": (1e5, 3.5e5)}.items():
+            with torch.device("meta"):
+                n = count_parameters(model_from_config(model_cfg(backbone, size)))
+            assert lo < n < hi, (backbone, size, n)
+
+
+def test_registry():
+    assert {"restormer", "promptir", "nafnet"} <= set(list_models())
+    m = create_model("nafnet", width=4, enc_blk_nums=[1], middle_blk_num=1, dec_blk_nums=[1])
+    assert m(torch.rand(1, 3, 9, 7)).shape == (1, 3, 9, 7)
+    with pytest.raises(ValueError, match="valid: nafnet, promptir, restormer"):
+        create_model("unet")
+
+
+def test_pad_and_crop():
+    x = torch.rand(1, 3, 37, 53)
+    p, size = pad_to_multiple(x, 8)
+    assert p.shape[-2:] == (40, 56) and torch.equal(crop_to(p, size), x)
+    tiny = torch.rand(1, 3, 3, 2)  # too small to reflect: falls back to replicate
+    p, size = pad_to_multiple(tiny, 8)
+    assert p.shape[-2:] == (8, 8) and torch.equal(crop_to(p, size), tiny)
+
+
+# -- model_from_config errors ------------------------------------------------------------------------------
+def _one_line_error(cfg) -> str:
+    with pytest.raises(ValueError) as e:
+        model_from_config(cfg)
+    msg = str(e.value)
+    assert "\n" not in msg
+    return msg
+
+
+def test_model_from_config_errors():
+    msg = _one_line_error(model_cfg("restormer", name="unet"))
+    assert "unet" in msg and "nafnet, promptir, restormer" in msg
+    msg = _one_line_error(model_cfg("restormer", size="huge"))
+    assert "huge" in msg and "tiny, small, paper" in msg
+    msg = _one_line_error(model_cfg("nafnet", gate="elementwise"))
+    assert msg.startswith("gate=elementwise is supported only by backbone=restormer") and "gate=none" in msg
+    msg = _one_line_error(model_cfg("promptir", ffn_ratio=0.5, attn_ratio=0.8))
+    assert "ffn_ratio=0.5" in msg and "lora_ratio=full" in msg
+    cfg = model_cfg("nafnet_gopro")
+    cfg.merge_with({"dfrg": {"enabled": True}})
+    assert "dfrg.enabled=true" in _one_line_error(cfg)
+    cfg = model_cfg("nafnet")
+    cfg.merge_with({"csff": True})
+    assert "csff=true" in _one_line_error(cfg)
+    cfg = model_cfg("restormer")
+    cfg.merge_with({"widht": 3})
+    assert "model.widht" in _one_line_error(cfg)
+    # neutral values are accepted (and dropped) by the non-Restormer models
+    cfg = model_cfg("promptir")
+    cfg.merge_with({"dfrg": {"enabled": False, "experts": 4}, "spatial_lora": False, "csff": False})
+    assert type(model_from_config(cfg)).__name__ == "PromptIR"
+    assert type(model_from_config(dict(OmegaConf.to_container(model_cfg("nafnet"))))).__name__ == "NAFNet"
+
+
+# -- ablation layers ---------------------------------------------------------------------------------------
+def test_lora_conv_layout():
+    assert isinstance(lora_conv1x1(48, 144, 1.0), torch.nn.Conv2d)
+    low = lora_conv1x1(48, 144, 0.8)
+    assert isinstance(low, LowRankConv2d) and low.down.out_channels == lora_rank(48, 144, 0.8) == 38
+    assert lora_rank(4, 100, 0.01) == 1
+    assert isinstance(lora_conv1x1(48, 48, 1.0, spatial=True), SpatialLoRaConv2d)
+    with pytest.raises(ValueError):
+        lora_conv1x1(8, 8, 1.5)
+
+
+@pytest.mark.parametrize("dim,heads", [(48, 1), (96, 1), (192, 4), (384, 8)])
+def test_dfrg_under_one_percent_of_a_block(dim, heads):
+    with torch.device("meta"):
+        block = TransformerBlock(dim, heads, 2.66, False, "WithBias")
+        dfrg = DFRG(dim, experts=4)
+    assert count_parameters(dfrg) <= 0.01 * count_parameters(block)
+
+
+def test_dfrg_routing_losses_and_metrics():
+    torch.manual_seed(0)
+    model = model_from_config(model_cfg("restormer", dfrg={"enabled": True, "experts": 3, "aux_weight": 0.5}))
+    assert model.aux_metrics() == {} and model.aux_losses(torch.tensor([0])) == {}
+    x, task = torch.rand(4, 3, 24, 24), torch.tensor([0, 1, 2, 4])
+    model(x, task=task)
+    metrics = model.aux_metrics()
+    assert sorted(metrics) == ["route_w0", "route_w1", "route_w2"]
+    assert abs(sum(metrics.values()) - 1.0) < 1e-5
+    losses = model.aux_losses(task)
+    assert set(losses) == {"l_route"} and losses["l_route"].requires_grad and losses["l_route"] > 0
+    assert model.aux_losses(None) == {}
+    copy.deepcopy(model)  # EMA copies after a forward must not trip over the stored routing graph
+    # no routing loss without aux_weight
+    plain = model_from_config(model_cfg("restormer", dfrg={"enabled": True, "experts": 3, "aux_weight": 0.0}))
+    plain(x)
+    assert plain.aux_losses(task) == {} and len(plain.aux_metrics()) == 3
+
+
+def test_non_dfrg_models_have_empty_aux():
+    model = model_from_config(model_cfg("nafnet"))
+    model(torch.rand(1, 3, 16, 16))
+    assert model.aux_losses(torch.tensor([1])) == {} and model.aux_metrics() == {}
+
+
+# -- summary + CLI -----------------------------------------------------------------------------------------
+def test_forward_gflops_counts_forward_only():
+    conv = torch.nn.Conv2d(3, 8, 3, padding=1, bias=False)
+    assert forward_gflops(conv, 16) == pytest.approx(2 * 3 * 8 * 9 * 16 * 16 / 1e9)
+    m = model_from_config(model_cfg("restormer"))
+    g = forward_gflops(m, 64)
+    assert g > 0 and forward_gflops(m, 128) == pytest.approx(4 * g, rel=0.05)
+
+
+def test_cli_summary(capsys):
+    from aio.cli.model import main
+
+    assert main(["summary", "backbone=restormer", "gate=elementwise", "lora_ratio=r05_08", "model.size=tiny",
+                 "--size", "64"]) == 0
+    out = capsys.readouterr().out
+    assert "restormer[tiny] gate=elementwise ffn/attn=0.5/0.8" in out and "params:" in out
+    assert "1x3x256x256" in out and "1x3x64x64" in out
+    assert main(["summary", "backbone=nafnet", "gate=channel", "model.size=tiny"]) == 2
+    assert "supported only by backbone=restormer" in capsys.readouterr().err
+    assert main(["list"]) == 0
