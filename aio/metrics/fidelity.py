@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 _Y_COEFFS = (65.481, 128.553, 24.966)
 
@@ -65,10 +64,13 @@ def _gaussian_1d(sigma: float = 1.5, truncate: float = 3.5, dtype=torch.float64,
 
 
 def _filter_valid(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    c = x.shape[1]
+    """Separable 'valid' correlation with the 1-D kernel ``g`` along H then W, as shifted sums (float64
+    conv2d has no fast CPU path; this is exact and quick)."""
     k = g.numel()
-    x = F.conv2d(x, g.view(1, 1, k, 1).expand(c, 1, k, 1), groups=c)
-    return F.conv2d(x, g.view(1, 1, 1, k).expand(c, 1, 1, k), groups=c)
+    h, w = x.shape[-2:]
+    wts = g.tolist()
+    y = sum(wts[i] * x[..., i:i + h - k + 1, :] for i in range(k))
+    return sum(wts[i] * y[..., :, i:i + w - k + 1] for i in range(k))
 
 
 def ssim(pred: torch.Tensor, target: torch.Tensor, *, crop_border: int = 0, test_y_channel: bool = False,

@@ -1,0 +1,166 @@
+"""``aio-eval``: evaluate a checkpoint on the test sets of a dataset preset.
+
+Examples::
+
+    aio-eval checkpoint=outputs/runs/2025-01-01/12-00-00            # the run's own dataset config
+    aio-eval checkpoint=last.pt dataset=aio3 dataset.root=/data/aio eval.tile=512 eval.tta=x8
+    aio-eval checkpoint=last.pt dataset=aio3 eval.sets=[SOTS,Rain100L] eval.save_images=true
+
+Loads the EMA weights when present, evaluates every test set (or ``eval.sets``), prints a table, writes
+``results.csv`` into the Hydra output folder and logs ``test/<set>/<metric>`` (and ``test/avg/...``) to
+MLflow: into the training run when the checkpoint's ``mlflow_run_id`` exists in the store, else into a new
+run named ``eval``. Without a ``dataset=`` override the checkpoint's own dataset config is used (with any
+``dataset.*`` overrides applied on top); with one, the composed preset.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from aio.config import register_configs
+from aio.paths import CONF_DIR, outputs_dir
+
+register_configs()
+
+
+def _override_keys() -> list[str]:
+    try:
+        task = list(HydraConfig.get().overrides.task)
+    except ValueError:  # not inside a Hydra app (tests may call evaluate_checkpoint directly)
+        return []
+    return [o.split("=", 1)[0].lstrip("+~") for o in task]
+
+
+def choose_dataset_cfg(cfg: DictConfig, ckpt_cfg: DictConfig | None, override_keys: list[str]) -> tuple[DictConfig, str]:
+    """The dataset config to evaluate on and a word on where it came from."""
+    if "dataset" in override_keys or ckpt_cfg is None or ckpt_cfg.get("dataset") is None:
+        return cfg.dataset, "command line" if "dataset" in override_keys else "eval.yaml default"
+    ds = OmegaConf.create(OmegaConf.to_container(ckpt_cfg.dataset, resolve=True))
+    for key in override_keys:
+        if key.startswith("dataset."):
+            with open_dict(ds):
+                OmegaConf.update(ds, key[len("dataset."):], OmegaConf.select(cfg, key), force_add=True)
+    return ds, "checkpoint"
+
+
+def _tracking_uri(cfg: DictConfig) -> str | None:
+    logger = cfg.get("logger")
+    if logger is not None:
+        if logger.get("name") == "none":
+            return None
+        if logger.get("tracking_uri"):
+            return str(logger.tracking_uri)
+    return f"sqlite:///{outputs_dir() / 'mlflow.db'}"
+
+
+def log_to_mlflow(cfg: DictConfig, result, meta: dict, csv_path: Path, checkpoint: str) -> str | None:
+    """Log test metrics; returns the MLflow run id used (None when tracking is off)."""
+    uri = _tracking_uri(cfg)
+    if uri is None:
+        return None
+    from mlflow.tracking import MlflowClient
+
+    from aio.tracking.mlflow_tracker import check_tracking_uri, get_or_create_experiment, with_retry
+
+    check_tracking_uri(uri)
+    client = MlflowClient(tracking_uri=uri)
+    run_id = meta.get("mlflow_run_id")
+    if run_id:
+        try:
+            client.get_run(run_id)
+        except Exception:  # noqa: BLE001 - not in this store
+            print(f"[aio] MLflow run {run_id} of the checkpoint is not in {uri}; logging to a new run 'eval'")
+            run_id = None
+    created = run_id is None
+    if created:
+        logger = cfg.get("logger") or {}
+        exp = get_or_create_experiment(client, str(logger.get("experiment", "aio")), logger.get("artifact_location"))
+        run_id = with_retry(lambda: client.create_run(exp, run_name="eval", tags={
+            "aio.kind": "eval", "aio.checkpoint": str(checkpoint)})).info.run_id
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    step = int(meta.get("step", 0))
+    flat = {f"test/{k}": v for k, v in result.flat().items() if not k.endswith("/n")}
+    flat = {k.replace("test/average/", "test/avg/"): v for k, v in flat.items()}
+    metrics = [Metric(k, float(v), now, step) for k, v in flat.items()]
+    for i in range(0, len(metrics), 500):
+        with_retry(lambda chunk=metrics[i:i + 500]: client.log_batch(run_id, metrics=chunk))
+    try:
+        with_retry(lambda: client.log_artifact(run_id, str(csv_path), "eval"))
+    except Exception as err:  # noqa: BLE001 - the metrics are what matters
+        print(f"[aio] could not upload {csv_path.name} to MLflow: {err}")
+    if created:
+        with_retry(lambda: client.set_terminated(run_id, status="FINISHED"))
+    return run_id
+
+
+def evaluate_checkpoint(cfg: DictConfig, out_dir: Path, override_keys: list[str] | None = None):
+    """The body of ``aio-eval``: returns the EvalResult."""
+    from aio.cli._common import amp_dtype, load_model_and_state, pick_device
+    from aio.data import build_val_sets
+    from aio.eval import evaluate_sets, save_sample_grid
+
+    if cfg.get("checkpoint") in (None, "", "???"):
+        raise ValueError("give checkpoint=<last.pt or run folder>")
+    override_keys = _override_keys() if override_keys is None else override_keys
+    e = cfg.eval
+    device = pick_device(cfg.get("device", "auto"))
+    model, ckpt_cfg, meta = load_model_and_state(str(cfg.checkpoint), bool(cfg.get("use_ema", True)), device)
+    ds_cfg, origin = choose_dataset_cfg(cfg, ckpt_cfg, override_keys)
+    sets = build_val_sets(ds_cfg)
+    if e.get("sets"):
+        wanted = [str(s) for s in e.sets]
+        unknown = [s for s in wanted if s not in sets]
+        if unknown:
+            raise ValueError(f"eval.sets: unknown {unknown}; this dataset has {list(sets)}")
+        sets = {s: sets[s] for s in wanted}
+    print(f"[aio] evaluating {cfg.checkpoint} (step {meta['step']}, {'EMA' if meta['has_ema'] and cfg.get('use_ema', True) else 'raw'} "
+          f"weights) on dataset {ds_cfg.get('name')} ({origin}): {', '.join(sets)}")
+    metric_options = {
+        "lpips": {"weights": e.get("lpips_weights"), "vgg16_weights": e.get("vgg16_weights")},
+        "dists": {"weights": e.get("dists_weights"), "vgg16_weights": e.get("vgg16_weights")},
+    }
+    save_dir = out_dir / "images" if e.get("save_images") else None
+    result = evaluate_sets(
+        model, sets, device=device, amp_dtype=amp_dtype(e.get("amp"), device),
+        tile=e.get("tile") or None, tile_overlap=int(e.get("tile_overlap", 32)), tta=e.get("tta") or None,
+        save_dir=save_dir, num_samples=int(e.get("num_samples", 0) or 0), metrics=list(e.get("metrics") or ["psnr", "ssim"]),
+        metric_options=metric_options, progress=bool(e.get("progress", True)),
+    )
+    df = result.to_frame()
+    csv_path = out_dir / str(e.get("csv", "results.csv"))
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(csv_path)
+    print(df.to_string(float_format=lambda v: f"{v:.4f}"))
+    print(f"[aio] wrote {csv_path}" + (f" and restored images under {save_dir}" if save_dir else ""))
+    if result.samples:
+        save_sample_grid(result.samples, out_dir / "samples.png", crop=256)
+    run_id = log_to_mlflow(cfg, result, meta, csv_path, str(cfg.checkpoint))
+    if run_id:
+        print(f"[aio] logged to MLflow run {run_id} ({_tracking_uri(cfg)})")
+    return result
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")
+def main(cfg: DictConfig) -> float | None:
+    from aio.tracking.mlflow_tracker import TrackingError
+    from aio.train.checkpoint import CheckpointError
+
+    try:
+        result = evaluate_checkpoint(cfg, Path(HydraConfig.get().runtime.output_dir))
+        return result.average.get("psnr")
+    except (ValueError, FileNotFoundError, CheckpointError, TrackingError) as err:
+        print(f"aio-eval: error: {err}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
