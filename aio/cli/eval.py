@@ -104,7 +104,7 @@ def log_to_mlflow(cfg: DictConfig, result, meta: dict, csv_path: Path, checkpoin
 
 def evaluate_checkpoint(cfg: DictConfig, out_dir: Path, override_keys: list[str] | None = None):
     """The body of ``aio-eval``: returns the EvalResult."""
-    from aio.cli._common import amp_dtype, load_model_and_state, pick_device
+    from aio.eval.runtime import amp_dtype, load_model_and_state, pick_device
     from aio.data import build_val_sets
     from aio.eval import evaluate_sets, save_sample_grid
 

@@ -34,7 +34,7 @@ def _task_index(task, ckpt_cfg) -> int | None:
 
 
 def run_restore(cfg: DictConfig) -> list:
-    from aio.cli._common import amp_dtype, load_model_and_state, pick_device
+    from aio.eval.runtime import amp_dtype, load_model_and_state, pick_device
     from aio.eval import restore_path
 
     for key in ("checkpoint", "input", "output"):

@@ -1,4 +1,4 @@
-"""Helpers shared by ``aio-eval`` and ``aio-restore``: device and AMP choice, model loading."""
+"""Helpers shared by ``aio-eval`` and ``aio-restore``: device and AMP choice, loading a checkpoint's model."""
 
 from __future__ import annotations
 
