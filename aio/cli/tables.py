@@ -1,7 +1,8 @@
 """``aio-tables``: turn a sweep's MLflow runs into LaTeX / Markdown / CSV tables.
 
     aio-tables <sweep name | parent run id | latest> [--tracking-uri URI] [--experiment aio]
-               [--out outputs/tables] [--published AIO-3] [--ssim-decimals 4] [--no-log]
+               [--out outputs/tables] [--published AIO-3 [--published-methods PromptIR,AirNet]]
+               [--ssim-decimals 4] [--no-log]
 
 Reads MLflow only (never the run folders), writes ``<out>/<sweep>.tex|.md|.csv``, logs them on the
 sweep's parent run under ``tables/`` and prints the Markdown table and the paths. Errors are one line on
@@ -34,6 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="BENCHMARK",
         help="add published reference rows of this benchmark (AIO-3, AIO-5, CDD11); 'none' drops the spec's",
     )
+    p.add_argument(
+        "--published-methods",
+        default=None,
+        metavar="A,B",
+        help="with --published: only these methods, in this order (default: all of the benchmark)",
+    )
     p.add_argument("--ssim-decimals", type=int, default=None, help="SSIM decimals (default 3)")
     p.add_argument("--no-log", action="store_true", help="do not log the tables on the parent run")
     return p
@@ -43,13 +50,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from aio.tables.collect import TablesError, make_tables
 
+    published = args.published
+    if args.published_methods:
+        if not published:
+            print("aio-tables: error: --published-methods needs --published BENCHMARK", file=sys.stderr)
+            return 2
+        methods = [m.strip() for m in args.published_methods.split(",") if m.strip()]
+        published = {"benchmark": published, "methods": methods}
     try:
         result = make_tables(
             args.target,
             tracking_uri=args.tracking_uri,
             experiment=args.experiment,
             out_dir=args.out,
-            published=args.published,
+            published=published,
             ssim_decimals=args.ssim_decimals,
             log_artifacts=not args.no_log,
         )

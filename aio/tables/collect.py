@@ -147,6 +147,7 @@ def load_spec(client, parent_run_id: str) -> dict[str, Any] | None:
     """The parent's ``table_spec.yaml`` artifact as a dict, or None when it has none."""
     import yaml
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     with tempfile.TemporaryDirectory() as tmp:
         try:
             local = _retry(lambda: client.download_artifacts(parent_run_id, SPEC_ARTIFACT, tmp))
@@ -196,8 +197,9 @@ class ChildRecord:
     def from_run(cls, run) -> ChildRecord:
         tags = run.data.tags
         return cls(
-            row=str(tags.get(ROW_TAG) or run.info.run_name or run.info.run_id),
-            label=tags.get(ROW_LABEL_TAG),
+            # a sweep without a row key (plain multirun): the job's overrides tell the rows apart
+            row=str(tags.get(ROW_TAG) or tags.get(OVERRIDES_TAG) or run.info.run_name or run.info.run_id),
+            label=tags.get(ROW_LABEL_TAG) or tags.get(OVERRIDES_TAG),
             status=str(run.info.status),
             run_id=run.info.run_id,
             start_time=int(run.info.start_time or 0),
@@ -324,7 +326,8 @@ def collect_sweep(
 
     ``spec`` defaults to the parent's ``table_spec.yaml`` artifact (or a default spec: every row found,
     PSNR/SSIM per set, average, params and GFLOPs). ``published`` (a benchmark name or
-    ``{benchmark, methods}``) overrides the spec's reference rows. Returns ``(df, resolved spec)``.
+    ``{benchmark, methods}``; a bare name means every method of that benchmark, "none" drops them)
+    overrides the spec's reference rows. Returns ``(df, resolved spec)``.
     Raises :class:`TablesError` when the parent has no children.
     """
     parent = _retry(lambda: client.get_run(parent_run_id))
@@ -332,7 +335,7 @@ def collect_sweep(
         spec = load_spec(client, parent_run_id)
     spec = normalize_spec(spec)
     if published is not None:
-        spec["published"] = _published_override(published, spec.get("published"))
+        spec["published"] = _published_override(published)
         spec = normalize_spec(spec)
     sweep = parent.data.tags.get(SWEEP_TAG) or parent.info.run_name or parent_run_id
     children = child_runs(client, parent)
@@ -344,15 +347,13 @@ def collect_sweep(
     return df, spec
 
 
-def _published_override(published: str | Mapping[str, Any], current: Any) -> dict[str, Any] | None:
+def _published_override(published: str | Mapping[str, Any]) -> dict[str, Any] | None:
+    """``published`` as ``{benchmark, methods}``: a bare benchmark name means all its methods; "none" drops."""
     if isinstance(published, Mapping):
         return dict(published)
     if str(published).lower() in ("", "none", "off"):
         return None
-    methods = None
-    if isinstance(current, Mapping) and str(current.get("benchmark", "")).lower() == str(published).lower():
-        methods = current.get("methods")
-    return {"benchmark": str(published), "methods": methods}
+    return {"benchmark": str(published), "methods": None}
 
 
 # ---------------------------------------------------------------------------------------------------------
