@@ -422,4 +422,22 @@ def test_cli_end_to_end(store, tmp_path):
     client = store["client"]
     logged = {Path(a.path).name for a in client.list_artifacts(store["parent"], "tables")}
     assert logged == {"ablation.tex", "ablation.md", "ablation.csv"}
-    assert proc.stderr.strip() == "" or "Traceback" not in proc.stderr
+    assert "Traceback" not in proc.stderr and "full (FAILED)" in proc.stderr  # a note on the failed row
+
+
+def test_frame_without_spec_rows():
+    """A plain multirun (no row key, rows: []): one row per job, named by its overrides, in start order."""
+    from aio.tables.collect import ChildRecord, frame_from_records
+
+    recs = [
+        ChildRecord("loss=l1", "loss=l1", "FINISHED", "r1", 2, {"val/SOTS/psnr": 30.0, "val/avg/psnr": 30.0}),
+        ChildRecord("loss=gfl", "loss=gfl", "RUNNING", "r2", 1, {"val/SOTS/psnr": 31.0}),
+        ChildRecord("loss=l1", "loss=l1", "FINISHED", "r0", 0, {"val/SOTS/psnr": 29.0, "val/Rain100L/psnr": 1.0}),
+    ]
+    df, spec = frame_from_records(recs, {"rows": [], "metrics": ["psnr"], "extra_columns": []}, sweep="multirun-x")
+    assert list(df.index) == ["loss=l1", "loss=gfl"] and spec["sets"] == ["SOTS"]
+    assert df.loc["loss=l1", "run_id"] == "r1" and df.loc["loss=l1", "SOTS/psnr"] == 30.0
+    assert df.loc["loss=gfl", "status"] == "RUNNING" and math.isnan(df.loc["loss=gfl", "SOTS/psnr"])
+    assert spec["caption"] == "Results of the multirun-x sweep." and spec["label"] == "tab:multirun-x"
+    md = render_markdown(df, spec)
+    assert "| loss=gfl | – | – |" in md and "\\textbf" not in render_latex(df, spec)

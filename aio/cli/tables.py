@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from aio.tables.collect import TablesError, make_tables
+    from aio.tables.published import PublishedError
+    from aio.tables.render import SpecError
 
     published = args.published
     if args.published_methods:
@@ -67,10 +69,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             ssim_decimals=args.ssim_decimals,
             log_artifacts=not args.no_log,
         )
-    except TablesError as err:
+    except (TablesError, SpecError, PublishedError) as err:
         print(f"aio-tables: error: {err}", file=sys.stderr)
         return 2
     print(result.markdown)
+    for note in result.notes:
+        print(f"[aio-tables] note: {note}", file=sys.stderr)
     for ext in ("tex", "md", "csv"):
         print(f"[aio-tables] wrote {result.paths[ext]}")
     if result.logged:

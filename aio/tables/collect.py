@@ -368,6 +368,27 @@ class TablesResult:
     paths: dict[str, Path]
     markdown: str
     logged: bool
+    notes: list[str] = field(default_factory=list)
+
+
+def table_notes(df: pd.DataFrame, spec: Mapping[str, Any]) -> list[str]:
+    """Warnings worth printing: rows without a finished run, published rows that share no test set."""
+    notes: list[str] = []
+    runs = df[df["kind"] == "run"]
+    not_done = [f"{row} ({status})" for row, status in runs["status"].items() if status != "FINISHED"]
+    if not_done:
+        notes.append(f"rows without a finished run, shown as \u2013: {', '.join(not_done)}")
+    published = df[df["kind"] == "published"]
+    if len(published):
+        set_cols = [c for c in df.columns if "/" in c and not c.startswith("val/")]
+        shared = bool(set_cols) and bool(published[set_cols].notna().to_numpy().any())
+        if not shared:
+            pub = normalize_spec(spec)["published"] or {}
+            notes.append(
+                f"published {pub.get('benchmark')} numbers share no test set with this sweep "
+                f"({', '.join(spec.get('sets') or []) or 'none'}); only their params are shown"
+            )
+    return notes
 
 
 def make_tables(
@@ -403,4 +424,5 @@ def make_tables(
         paths=paths,
         markdown=render_markdown(df, spec, ssim_decimals=ssim_decimals),
         logged=log_artifacts,
+        notes=table_notes(df, spec),
     )

@@ -1,4 +1,4 @@
-"""Render a sweep's results table (a pandas DataFrame) as LaTeX (booktabs), Markdown and CSV.
+r"""Render a sweep's results table (a pandas DataFrame) as LaTeX (booktabs), Markdown and CSV.
 
 The DataFrame (built by :func:`aio.tables.collect.collect_sweep`, or by hand) has one row per table row,
 indexed by the row key, with these columns:
@@ -16,6 +16,16 @@ Best and second-best values per column are **bold** and underlined, following ea
 dagger, sources in a footnote) are never ranked, so the marks say which variant of *this* sweep wins.
 Values are compared as displayed (rounded), so two cells that print the same are marked the same.
 A column is ranked only when at least two runs have a value in it.
+
+The table spec (a dict; the sweep's ``table_spec.yaml``) keys, all optional: ``name``, ``caption``
+(``{dataset}``/``{sweep}`` are filled by :mod:`aio.tables.collect`; escaped unless ``raw_caption: true``),
+``label``, ``rows`` (``[{key, label}]`` in display order), ``metrics`` (per test set, default
+``[psnr, ssim]``), ``sets`` (null = inferred), ``average`` (an Average column group from ``val/avg/*``),
+``extra_columns`` (``params_m``, ``gflops``, a full MLflow metric key, or ``{key, label, decimals,
+higher_is_better}``), ``published`` (``{benchmark, methods}``), and for layout ``published_position``
+(``top``/``bottom``), ``set_labels`` (``{set: header}``), ``decimals`` (``{metric: n}``, e.g.
+``{ssim: 4}``), ``float`` (``table``/``table*``), ``placement`` (default ``t``) and ``resize`` (wrap the
+tabular in ``\resizebox{\linewidth}{!}{...}``; needs ``graphicx``).
 """
 
 from __future__ import annotations
@@ -70,7 +80,7 @@ METRIC_HEADERS: dict[str, str] = {
 
 DEFAULT_DECIMALS: dict[str, int] = {"psnr": 2, "psnr_input": 2, "ssim": 3, "ssim_input": 3, "params_m": 2}
 
-# Extra columns known by alias: key -> (MLflow metric key, header, direction key)
+# Extra columns known by alias: key -> (MLflow metric key, header); both are lower-is-better
 EXTRA_ALIASES: dict[str, tuple[str, str]] = {
     "params_m": ("model/params_m", "Params (M)"),
     "gflops": ("model/gflops_256", "GFLOPs"),
@@ -92,6 +102,7 @@ DEFAULT_SPEC: dict[str, Any] = {
     "raw_caption": False,
     "resize": False,
     "placement": "t",
+    "float": "table",
 }
 
 
@@ -135,6 +146,8 @@ def normalize_spec(spec: Mapping[str, Any] | None) -> dict[str, Any]:
         out["published"] = {"benchmark": pub, "methods": None}
     elif pub is not None and not isinstance(pub, Mapping):
         raise SpecError(f"table spec 'published' must be a benchmark name or {{benchmark, methods}}, not {pub!r}")
+    if out["float"] not in ("table", "table*"):
+        raise SpecError("table spec 'float' must be 'table' or 'table*'")
     if out["published_position"] not in ("top", "bottom"):
         raise SpecError("table spec 'published_position' must be 'top' or 'bottom'")
     return out
@@ -424,7 +437,8 @@ def render_latex(df: pd.DataFrame, spec: Mapping[str, Any], *, ssim_decimals: in
             groups.append((col.group, idx, idx))
 
     lines: list[str] = []
-    lines.append(rf"\begin{{table}}[{spec['placement']}]" if spec["placement"] else r"\begin{table}")
+    env = str(spec["float"] or "table")
+    lines.append(rf"\begin{{{env}}}[{spec['placement']}]" if spec["placement"] else rf"\begin{{{env}}}")
     lines.append(r"\centering")
     caption = spec.get("caption")
     if caption:
@@ -481,7 +495,7 @@ def render_latex(df: pd.DataFrame, spec: Mapping[str, Any], *, ssim_decimals: in
             r"\par\smallskip\footnotesize " + DAGGER_LATEX
             + f" Published numbers, not ranked ({parts})."
         )
-    lines.append(r"\end{table}")
+    lines.append(rf"\end{{{env}}}")
     return "\n".join(lines) + "\n"
 
 
