@@ -441,3 +441,23 @@ def test_frame_without_spec_rows():
     assert spec["caption"] == "Results of the multirun-x sweep." and spec["label"] == "tab:multirun-x"
     md = render_markdown(df, spec)
     assert "| loss=gfl | – | – |" in md and "\\textbf" not in render_latex(df, spec)
+
+
+def test_lower_is_better_metric_and_directions_agree_with_aio_metrics():
+    from aio.tables.render import HIGHER_IS_BETTER, higher_is_better
+
+    df = pd.DataFrame(
+        {"label": ["a", "b", "c"], "kind": ["run"] * 3, "SOTS/lpips": [0.12, 0.08, 0.10]}, index=["a", "b", "c"]
+    )
+    spec = {"metrics": ["lpips"], "average": False, "extra_columns": []}
+    marks = rank_marks(df, table_columns(df, spec))
+    assert marks == {("b", "SOTS/lpips"): "best", ("c", "SOTS/lpips"): "second"}
+    assert "LPIPS" in render_latex(df, spec)
+    try:
+        from aio.metrics import METRICS
+    except ImportError:
+        pytest.skip("aio.metrics not available")
+    for name, metric in METRICS.items():
+        assert higher_is_better(name) == metric.higher_is_better
+        if name in HIGHER_IS_BETTER:
+            assert HIGHER_IS_BETTER[name] == metric.higher_is_better, name
