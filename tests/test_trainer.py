@@ -20,6 +20,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _cfg(overrides):
+    if "logger=none" in overrides:  # the tracking keys exist only under logger=mlflow
+        overrides = [o for o in overrides if not o.startswith("logger.")]
     return compose_train(overrides)
 
 

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, open_dict
 
 from aio.config import register_configs
 from aio.paths import CONF_DIR
+from aio.tracking.mlflow_tracker import record_failed_run
 from aio.tracking.sweep import job_tags
 
 register_configs()
@@ -36,7 +37,7 @@ def user_error_types() -> tuple[type[BaseException], ...]:
 
 def run_training(cfg: DictConfig) -> float | None:
     """The Hydra task: train into Hydra's output dir; returns the final average validation PSNR."""
-    from aio.train.trainer import train
+    from aio.train.trainer import Trainer
 
     hc = HydraConfig.get()
     tags = {"aio.overrides": " ".join(hc.overrides.task) or "(defaults)"}
@@ -45,7 +46,13 @@ def run_training(cfg: DictConfig) -> float | None:
         if "aio.row_label" in tags:
             with open_dict(cfg):
                 cfg.run_name = tags["aio.row_label"]
-    metrics = train(cfg, hc.runtime.output_dir, tracker_tags=tags)
+    try:
+        trainer = Trainer(cfg, hc.runtime.output_dir, tracker_tags=tags)
+    except Exception as err:
+        if hc.mode == RunMode.MULTIRUN and cfg.logger.name == "mlflow":
+            record_failed_run(cfg, tags, err)  # the sweep's table shows this row as missing, not absent
+        raise
+    metrics = trainer.fit()
     print(f"[aio] run folder: {hc.runtime.output_dir}")
     return metrics.get("val/avg/psnr")
 

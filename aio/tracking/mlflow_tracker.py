@@ -196,3 +196,25 @@ def make_tracker(cfg_logger, run_id: str | None, run_name: str | None, tags: Map
         run_name=run_name,
         tags=tags,
     )
+
+
+def error_tag(err: BaseException) -> dict[str, str]:
+    """The ``aio.error`` tag recording why a run failed."""
+    return {"aio.error": f"{type(err).__name__}: {err}"[:5000]}
+
+
+def record_failed_run(cfg, tags: Mapping[str, str], err: BaseException) -> str | None:
+    """Record a job that failed before its run was created as a FAILED run (params, tags and the error)."""
+    from omegaconf import OmegaConf
+
+    try:
+        tracker = make_tracker(cfg.logger, None, cfg.get("run_name"), {**tags, **error_tag(err)})
+        try:
+            tracker.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))
+        except Exception:  # an unresolvable config is itself often the error being recorded
+            pass
+        tracker.end("FAILED")
+        return tracker.run_id
+    except Exception as record_err:  # never hide the original error
+        print(f"[aio] could not record the failed run in MLflow: {record_err}")
+        return None

@@ -50,9 +50,16 @@ def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
 def init_distributed(device_spec: str = "auto") -> DistInfo:
     """Join the process group when launched by torchrun (RANK/WORLD_SIZE) or SLURM with several tasks.
 
-    NCCL on GPUs, gloo on CPU. MASTER_ADDR/MASTER_PORT must be set (torchrun does; under SLURM submitit's
-    launcher exports them, see README).
+    NCCL on GPUs, gloo on CPU. torchrun sets MASTER_ADDR/MASTER_PORT; under SLURM with submitit they are
+    derived from the job environment.
     """
+    if _env_int("SLURM_NTASKS", default=1) > 1 and "MASTER_ADDR" not in os.environ:
+        try:  # under submitit: derive MASTER_ADDR/PORT, RANK, WORLD_SIZE, LOCAL_RANK from the SLURM job
+            import submitit
+
+            submitit.helpers.TorchDistributedEnvironment().export()
+        except (ImportError, RuntimeError) as err:
+            raise RuntimeError(f"several SLURM tasks but no MASTER_ADDR and no submitit job environment: {err}")
     world = _env_int("WORLD_SIZE", "SLURM_NTASKS", default=1)
     rank = _env_int("RANK", "SLURM_PROCID", default=0)
     local_rank = _env_int("LOCAL_RANK", "SLURM_LOCALID", default=0)

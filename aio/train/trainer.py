@@ -10,8 +10,10 @@ returns; a non-finite loss stops with a clear error and leaves the last good che
 from __future__ import annotations
 
 import random
+import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
@@ -28,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 import aio
 from aio.train import checkpoint as ckpt_io
 from aio.train.distributed import DistInfo, init_distributed
+from aio.tracking.mlflow_tracker import error_tag
 from aio.train.sampler import ResumableBatchSampler
 
 
@@ -370,6 +373,7 @@ class Trainer:
             dynamic_ncols=True, desc="train",
         )
         data_iter = iter(self.loader)
+        previous_handlers = self._install_signal_handlers()
         try:
             tic, steps_since = time.perf_counter(), 0
             while self.step < t.max_steps and not self.stop_requested:
@@ -397,20 +401,67 @@ class Trainer:
                     self.save()
                 for callback in self.callbacks:
                     callback(self)
+                self._agree_on_stop()
             if self.stop_requested and self.step < t.max_steps:
                 self.save()
                 status = "KILLED"
-                print(f"[aio] stop requested: saved {self.ckpt_path} at step {self.step}")
+                print(f"[aio] stop requested: saved {self.ckpt_path} at step {self.step}; "
+                      "run the same command again to continue")
             else:
                 status = "FINISHED"
                 if self.dist.is_main and self.cfg.logger.get("log_checkpoint", False):
                     self.tracker.log_artifact(self.ckpt_path, "checkpoints")
+        except BaseException as err:
+            self.tracker.set_tags(error_tag(err))
+            raise
         finally:
             bar.close()
+            self._restore_signal_handlers(previous_handlers)
             # A preempted run stays RUNNING in MLflow: its requeued job reattaches and finishes it.
             if status != "KILLED":
                 self.tracker.end(status)
+        if status == "KILLED":
+            self._chain_signal(previous_handlers)
         return val_metrics
+
+    # --- preemption --------------------------------------------------------------------------------------
+    STOP_SIGNALS = ("SIGTERM", "SIGUSR2")
+
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        """SIGTERM/SIGUSR2 (what SLURM and submitit send) finish the current step, save last.pt and stop."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        previous = {}
+        self._signal_received: int | None = None
+
+        def on_signal(signum, frame):
+            self.stop_requested = True
+            self._signal_received = signum
+
+        for name in self.STOP_SIGNALS:
+            signum = getattr(signal, name, None)
+            if signum is not None:
+                previous[signum] = signal.signal(signum, on_signal)
+        return previous
+
+    @staticmethod
+    def _restore_signal_handlers(previous: dict[int, Any]) -> None:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+    def _chain_signal(self, previous: dict[int, Any]) -> None:
+        """After saving, hand the signal to whoever handled it before (submitit: checkpoint and requeue)."""
+        signum = getattr(self, "_signal_received", None)
+        handler = previous.get(signum) if signum is not None else None
+        if callable(handler):
+            handler(signum, None)
+
+    def _agree_on_stop(self) -> None:
+        """Under DDP every rank must stop at the same step: a stop seen by any rank stops all."""
+        if self.dist.enabled:
+            flag = torch.tensor([1.0 if self.stop_requested else 0.0], device=self.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            self.stop_requested = bool(flag.item() > 0)
 
 
 def _get_rng_state() -> dict[str, Any]:
