@@ -172,4 +172,11 @@ def check_dataset(cfg, verify: bool = True) -> CheckReport:
     else:
         report.problems.append(Problem("error", "unknown kind", "dataset.kind",
                                        f"{cfg.kind!r} (synthetic | aio | cdd11)"))
+    seen, unique = set(), []
+    for p in report.problems:  # tasks sharing a folder (denoise_15/25/50) report a file once
+        key = (p.severity, p.kind, p.path)
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    report.problems = unique
     return report

@@ -178,7 +178,7 @@ def list_pairs(in_dir: Path, tgt_dir: Path, *, key_in: Callable = key_stem, key_
         t = targets.get(k)
         if t is None:
             out.problems.append(Problem("warning" if skip_bad else "error", "unpaired input", str(p),
-                                        f"no target '{k}.*' in {tgt_dir}"))
+                                        f"no target with key '{k}' in {tgt_dir}"))
             continue
         used.add(k)
         out.samples.append(Sample(str(t), str(p), str(p.relative_to(in_dir).with_suffix(""))))

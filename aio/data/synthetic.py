@@ -32,6 +32,8 @@ SKIMAGE_PHOTOS = {
 }
 
 PRELOAD_LIMIT = 64  # folders with at most this many images are decoded once and kept in memory (uint8)
+_DECODED: dict[tuple[str, int], torch.Tensor] = {}  # (path, mtime) -> uint8 image, shared in a process
+_DECODED_MAX = 256
 
 
 def skimage_photos(names=None) -> list[Path]:
@@ -77,16 +79,35 @@ class _CleanImages:
     def __len__(self):
         return len(self.paths)
 
-    def get(self, i: int) -> torch.Tensor:
+    def get_raw(self, i: int) -> torch.Tensor:
+        """The image as stored: uint8 ``[3,H,W]`` when kept in memory, else float in [0, 1];
+        crop before calling :func:`as_float` to keep the conversion cheap."""
         if i in self._cache:
-            return self._cache[i].float() / 255.0
-        img = read_image(self.paths[i])
-        if self.preload:
-            self._cache[i] = (img * 255.0).round().to(torch.uint8)
+            return self._cache[i]
+        if not self.preload:
+            return read_image(self.paths[i])
+        p = self.paths[i]
+        try:
+            key = (str(p), p.stat().st_mtime_ns)
+        except OSError:
+            key = None
+        img = _DECODED.get(key) if key is not None else None
+        if img is None:
+            img = (read_image(p) * 255.0).round().to(torch.uint8)
+            if key is not None and len(_DECODED) < _DECODED_MAX:
+                _DECODED[key] = img
+        self._cache[i] = img
         return img
+
+    def get(self, i: int) -> torch.Tensor:
+        return as_float(self.get_raw(i))
 
     def name(self, i: int) -> str:
         return self.paths[i].stem
+
+
+def as_float(t: torch.Tensor) -> torch.Tensor:
+    return t.float() / 255.0 if t.dtype == torch.uint8 else t
 
 
 def _recipes(cfg, tasks):
@@ -132,7 +153,7 @@ class SyntheticTrainDataset(Dataset):
         for _ in range(10):
             i = randint(len(self.images), g)
             try:
-                img = self.images.get(i)
+                img = self.images.get_raw(i)
                 break
             except ImageReadError as e:
                 if not self.images.skip_bad:
@@ -144,10 +165,9 @@ class SyntheticTrainDataset(Dataset):
             raise RuntimeError("too many unreadable clean images")
         h, w = img.shape[-2:]
         split = _holdout_split(w, self.holdout)
-        img = pad_to(img[..., :split], self.patch)
-        h, w = img.shape[-2:]
-        top, left = crop_box(h, w, self.patch, g)
-        crop = img[..., top:top + self.patch, left:left + self.patch]
+        h = img.shape[-2]
+        top, left = crop_box(h, split, self.patch, g)
+        crop = pad_to(as_float(img[..., top:top + self.patch, left:left + self.patch]), self.patch)
         return augment([crop], g)[0], self.images.name(i)
 
     def __getitem__(self, index: int) -> dict:
