@@ -1,0 +1,93 @@
+"""Model table: parameters, forward GFLOPs at 256x256 and CPU forward+backward time at 128x128 (batch 1).
+
+Rows: the published backbones, the ablation rows (cumulative, as conf/experiment builds them) and the
+baseline at each LoRa ratio, all at paper size. Each model is composed from ``conf/train.yaml`` exactly as
+``aio-train``/``aio-model`` would build it. Writes ``benchmarks/results/model_table.csv``.
+
+    .venv/bin/python benchmarks/model_table.py [--repeats 3] [--threads 2] [--no-time]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from aio.cli.model import compose_model_config
+from aio.models import count_parameters, forward_gflops, model_from_config
+
+BASE = ["backbone=restormer", "gate=elementwise", "lora_ratio=r05_08"]
+ROWS: list[tuple[str, str, list[str]]] = [
+    ("backbone", "Restormer", ["backbone=restormer"]),
+    ("backbone", "PromptIR", ["backbone=promptir"]),
+    ("backbone", "NAFNet", ["backbone=nafnet"]),
+    ("backbone", "NAFNet (GoPro)", ["backbone=nafnet_gopro"]),
+    ("ablation", "Baseline (LoRa-Gate-Restormer)", BASE),
+    ("ablation", "+DFRG", BASE + ["model.dfrg.enabled=true"]),
+    ("ablation", "+Spatial LoRa", BASE + ["model.dfrg.enabled=true", "model.spatial_lora=true"]),
+    ("ablation", "+CSFF", BASE + ["model.dfrg.enabled=true", "model.spatial_lora=true", "model.csff=true"]),
+] + [
+    ("lora_ratio", f"Baseline ({f}, {a})", ["backbone=restormer", "gate=elementwise", f"lora_ratio={name}"])
+    for name, f, a in [("r03_06", 0.3, 0.6), ("r04_07", 0.4, 0.7), ("r05_08", 0.5, 0.8), ("r06_09", 0.6, 0.9),
+                       ("full", 1.0, 1.0)]
+]
+
+
+def time_fwd_bwd(model: torch.nn.Module, size: int = 128, repeats: int = 3) -> list[float]:
+    """Seconds per forward+backward of one ``[1, 3, size, size]`` image (after a cheap 32x32 warm-up step)."""
+    model.train()
+    model(torch.rand(1, 3, 32, 32)).abs().mean().backward()
+    x = torch.rand(1, 3, size, size)
+    times = []
+    for _ in range(repeats):
+        model.zero_grad(set_to_none=True)
+        t0 = time.perf_counter()
+        model(x).abs().mean().backward()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-time", action="store_true", help="skip the CPU timing")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "model_table.csv"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    header = ["group", "model", "overrides", "params_M", "gflops_fwd_256", "cpu_fwd_bwd_s_128", "cpu_runs_s"]
+    rows = []
+    load_before = os.getloadavg()[0]
+    print(f"{'model':34s} {'params (M)':>10s} {'GFLOPs@256':>11s} {'fwd+bwd@128 (s)':>16s}")
+    for group, label, overrides in ROWS:
+        model = model_from_config(compose_model_config(overrides + ["model.size=paper"]))
+        params = count_parameters(model) / 1e6
+        gflops = forward_gflops(model, 256)
+        runs = [] if args.no_time else time_fwd_bwd(model, 128, args.repeats)
+        med = statistics.median(runs) if runs else float("nan")
+        print(f"{label:34s} {params:10.3f} {gflops:11.2f} {med:16.2f}", flush=True)
+        rows.append([group, label, " ".join(overrides), f"{params:.3f}", f"{gflops:.2f}", f"{med:.3f}",
+                     " ".join(f"{t:.3f}" for t in runs)])
+        del model
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="") as f:
+        f.write(f"# torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+                f"{args.threads} threads; GFLOPs = forward only, FlopCounterMode (1 MAC = 2 FLOPs); "
+                f"time = median of {args.repeats} fwd+bwd at 1x3x128x128; 1-min load average "
+                f"{load_before:.1f} at start, {os.getloadavg()[0]:.1f} at end (times grow with the machine's load)\n")
+        csv.writer(f).writerows([header] + rows)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
