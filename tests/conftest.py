@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -36,12 +37,29 @@ def sqlite_uri(folder: Path) -> str:
     return f"sqlite:///{folder / 'mlflow.db'}"
 
 
+@pytest.fixture(scope="session")
+def _template_store(tmp_path_factory) -> Path:
+    """An empty MLflow sqlite store, created once per test session (schema creation takes seconds)."""
+    from aio.tracking.mlflow_tracker import ensure_store
+
+    folder = tmp_path_factory.mktemp("mlflow-template")
+    ensure_store(sqlite_uri(folder))
+    return folder / "mlflow.db"
+
+
 @pytest.fixture
-def tiny_overrides(tmp_path) -> list[str]:
+def mlflow_store(tmp_path, _template_store) -> str:
+    """A fresh MLflow store in ``tmp_path`` (a copy of the session's empty template); returns its URI."""
+    shutil.copy(_template_store, tmp_path / "mlflow.db")
+    return sqlite_uri(tmp_path)
+
+
+@pytest.fixture
+def tiny_overrides(tmp_path, mlflow_store) -> list[str]:
     """A seconds-long CPU run into a temporary MLflow store."""
     return [
         "debug=tiny",
-        f"logger.tracking_uri={sqlite_uri(tmp_path)}",
+        f"logger.tracking_uri={mlflow_store}",
         f"logger.artifact_location={tmp_path / 'artifacts'}",
         "trainer.device=cpu",
     ]

@@ -153,10 +153,10 @@ def test_checkpoint_of_another_architecture_lists_mismatched_keys(tiny_overrides
         Trainer(cfg, tmp_path / "other")
 
 
-def test_aio_train_cli_runs_then_resumes_in_the_same_folder(tmp_path):
+def test_aio_train_cli_runs_then_resumes_in_the_same_folder(tmp_path, mlflow_store):
     run_dir = tmp_path / "run"
     args = [sys.executable, "-m", "aio.cli.train", "debug=tiny", "trainer.device=cpu",
-            f"logger.tracking_uri={sqlite_uri(tmp_path)}", f"hydra.run.dir={run_dir}"]
+            f"logger.tracking_uri={mlflow_store}", f"hydra.run.dir={run_dir}"]
     env = {**os.environ, "AIO_OUTPUTS": str(tmp_path)}
     first = subprocess.run(args, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
     assert first.returncode == 0, first.stderr[-3000:]

@@ -38,6 +38,7 @@ ROW_TAG = "aio.row"
 ROW_LABEL_TAG = "aio.row_label"
 OVERRIDES_TAG = "aio.overrides"
 PARENT_TAG = "mlflow.parentRunId"
+VAL_SETS_TAG = "aio.val_sets"  # comma-separated test sets in the preset's order
 SPEC_ARTIFACT = "table_spec.yaml"
 TABLES_ARTIFACT_PATH = "tables"
 SWEEP_ROLE = "sweep"
@@ -192,6 +193,7 @@ class ChildRecord:
     start_time: int
     metrics: dict[str, float] = field(default_factory=dict)
     params: dict[str, str] = field(default_factory=dict)
+    set_order: list[str] = field(default_factory=list)  # the dataset preset's order of its test sets
 
     @classmethod
     def from_run(cls, run) -> ChildRecord:
@@ -205,6 +207,7 @@ class ChildRecord:
             start_time=int(run.info.start_time or 0),
             metrics=dict(run.data.metrics),  # MLflow gives the latest value of each metric
             params=dict(run.data.params),
+            set_order=[x for x in tags.get(VAL_SETS_TAG, "").split(",") if x],
         )
 
 
@@ -242,7 +245,9 @@ def frame_from_records(
     # test sets: explicit, or every set with a requested metric, first seen in row order; avg goes last
     metrics = [str(m) for m in spec["metrics"]]
     if spec["sets"] is None:
-        sets: list[str] = []
+        # the preset's own order (tag written by the trainer) first, then any other set seen in the runs
+        sets: list[str] = next((list(r.set_order) for r in shown.values() if r.set_order), [])
+        sets = [s for s in sets if any(f"val/{s}/{m}" in r.metrics for r in shown.values() for m in metrics)]
         for row in rows:
             rec = shown.get(row["key"])
             if rec is None:

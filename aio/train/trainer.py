@@ -197,7 +197,8 @@ class Trainer:
 
         self.tracker: Any = NullTracker()
         if self.dist.is_main:
-            tags = {"git_commit": _git_commit(), "host": socket.gethostname(), "aio_version": aio.__version__}
+            tags = {"git_commit": _git_commit(), "host": socket.gethostname(), "aio_version": aio.__version__,
+                    "aio.val_sets": ",".join(self.val_sets)}
             tags.update(tracker_tags or {})
             random_vgg = getattr(self.loss_fn, "random_init", False)
             if random_vgg:
