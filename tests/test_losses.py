@@ -135,16 +135,21 @@ def test_perceptual_missing_and_wrong_weights(tmp_path):
 
 
 def test_perceptual_loads_local_state_dict(tmp_path, images):
-    from torchvision.models import vgg19
-
+    layers = {"relu2_2": 1.0}
+    ref = build_loss({"name": "perceptual", "perceptual": {"weights": "random", "layers": layers}})
     torch.manual_seed(1)
-    sd = vgg19(weights=None).state_dict()
+    sd = {f"features.{k}": torch.randn_like(v) for k, v in ref.vgg.state_dict().items()}
+    sd["classifier.0.weight"] = torch.zeros(2, 2)  # ignored
     path = tmp_path / "vgg19.pth"
     torch.save(sd, path)
-    loss = build_loss({"name": "perceptual", "perceptual": {"weights": str(path), "layers": {"relu2_2": 1.0}}})
-    assert loss.random_init is False
+    loss = build_loss({"name": "perceptual", "perceptual": {"weights": str(path), "layers": layers}})
+    assert loss.random_init is False and len(loss.vgg) == 9
     assert torch.equal(loss.vgg[0].weight, sd["features.0.weight"])
     assert all(not q.requires_grad for q in loss.vgg.parameters())
     p, t = images
     total, terms = loss(p, t)
     assert set(terms) == {"l_percep"} and total.item() > 0
+    # a features-only file (keys "N.weight") works too
+    torch.save({k[len("features."):]: v for k, v in sd.items() if k.startswith("features.")}, tmp_path / "f.pth")
+    loss2 = build_loss({"name": "perceptual", "perceptual": {"weights": str(tmp_path / "f.pth"), "layers": layers}})
+    assert loss2(p, t)[0].item() == pytest.approx(total.item())

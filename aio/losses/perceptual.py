@@ -68,11 +68,8 @@ def load_vgg19_features(weights, last_index: int) -> tuple[nn.Sequential, bool]:
             f"{KEY} is not set: give a local VGG19 state-dict file (e.g. {KEY}=/path/vgg19-dcbb9e9d.pth) "
             f"or {KEY}=random for a randomly initialised VGG (tests only)")
     random_init = isinstance(weights, str) and weights.strip().lower() in RANDOM_CHOICES
-    if random_init:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            net = vgg19(weights=None)
-    else:
+    state = None
+    if not random_init:
         path = os.path.expanduser(str(weights))
         if not os.path.isfile(path):
             raise PerceptualWeightsError(f"{KEY}={weights!r}: file not found (give a local VGG19 state dict or 'random')")
@@ -83,17 +80,27 @@ def load_vgg19_features(weights, last_index: int) -> tuple[nn.Sequential, bool]:
                 f"{KEY}={weights!r}: cannot read as a torch state dict ({type(exc).__name__}: "
                 f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
         state = _extract_features_state(obj, str(weights))
+    # Build on the meta device (the 100M-parameter classifier is never materialised), keep the layers
+    # up to the last one used, then fill them: torchvision's own init (seeded) or the file's weights.
+    with torch.device("meta"):
         net = vgg19(weights=None)
-        feats = net.features
-        own = feats.state_dict()
-        missing = [k for k in own if k not in state and int(k.split(".")[0]) <= last_index]
+    features = net.features[: last_index + 1].to_empty(device="cpu")
+    own = features.state_dict()
+    if random_init:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            for m in features.modules():
+                if isinstance(m, nn.Conv2d):
+                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                    nn.init.zeros_(m.bias)
+    else:
+        missing = [k for k in own if k not in state]
         bad = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
         if missing or bad:
             raise PerceptualWeightsError(
                 f"{KEY}={weights!r} does not match VGG19 features: missing {missing[:3]}, "
                 f"wrong shape {bad[:3]}")
-        feats.load_state_dict({k: state[k] for k in own if k in state}, strict=False)
-    features = net.features[: last_index + 1]
+        features.load_state_dict({k: state[k] for k in own})
     for m in features.modules():
         if isinstance(m, nn.ReLU):
             m.inplace = False
