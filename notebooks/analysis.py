@@ -40,6 +40,7 @@ DPI = 150
 # %%
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import matplotlib.image as mpimg
@@ -52,6 +53,7 @@ from IPython.display import display
 from aio.tables.collect import SWEEP_TAG, child_runs, collect_sweep, find_parent_run, open_client
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto, imported by mlflow
 pd.set_option("display.precision", 3)
 pd.set_option("display.max_columns", 40)
 pd.set_option("display.width", 200)
@@ -134,7 +136,9 @@ CURVES = [("train/loss", "training loss"), ("val/avg/psnr", "validation PSNR (av
 if children:
     fig, axes = plt.subplots(1, len(CURVES), figsize=(6 * len(CURVES), 4), squeeze=False)
     plotted = 0
-    for run in children:
+    steps_seen: dict[str, set] = {key: set() for key, _ in CURVES}
+    for i, run in enumerate(children):
+        color = f"C{i % 10}"  # one colour per run in both panels
         label = run_label(run) + ("" if run.info.status == "FINISHED" else f" ({run.info.status})")
         for ax, (key, _) in zip(axes[0], CURVES):
             try:
@@ -147,11 +151,15 @@ if children:
                 continue
             points = sorted((m.step, m.value) for m in history)
             steps, values = zip(*points)
-            ax.plot(steps, values, marker="o", markersize=3, label=label)
+            ax.plot(steps, values, marker="o", markersize=3, color=color, label=label)
+            steps_seen[key].update(steps)
             plotted += 1
     for ax, (key, title) in zip(axes[0], CURVES):
         ax.set_xlabel("step")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if 0 < len(steps_seen[key]) <= 10:
+            ax.set_xticks(sorted(steps_seen[key]))  # short runs: tick the logged steps
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(title)
         ax.grid(alpha=0.3)
         if ax.has_data():
