@@ -29,7 +29,9 @@ from torch.utils.data import DataLoader, Dataset
 
 import aio
 from aio.train import checkpoint as ckpt_io
-from aio.train.distributed import DistInfo, init_distributed
+from aio.train.distributed import (
+    DistInfo, barrier, broadcast_object, cleanup_distributed, init_distributed, mean_over_ranks,
+)
 from aio.tracking.mlflow_tracker import error_tag
 from aio.train.sampler import ResumableBatchSampler
 
@@ -120,6 +122,11 @@ class Trainer:
         # --- devices and seeds -----------------------------------------------------------------------
         self.dist: DistInfo = init_distributed(t.device)
         self.device = self.dist.device
+        if self.dist.enabled:  # torchrun ranks may resolve ${now:} apart: all use rank 0's run folder
+            self.run_dir = Path(broadcast_object(str(self.run_dir), self.dist))
+            self.ckpt_path = self.run_dir / "checkpoints" / ckpt_io.CHECKPOINT_NAME
+            with open_dict(cfg):
+                cfg.paths.run_dir = str(self.run_dir)
         if t.amp == "fp16" and self.device.type != "cuda":
             raise ValueError("trainer.amp=fp16 needs a CUDA device; use trainer.amp=bf16 on CPU")
         seed = int(cfg.seed) + self.dist.rank
@@ -212,7 +219,9 @@ class Trainer:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
                 run_id_file.write_text(self.mlflow_run_id)
             self.tracker.set_tags(tags)
-            self.tracker.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))
+            global_batch = cfg.dataset.batch_size * self.dist.world_size * t.grad_accum
+            self.tracker.log_params({**flatten(OmegaConf.to_container(cfg, resolve=True)),
+                                     "train/global_batch": global_batch})
 
     # ------------------------------------------------------------------------------------------------------
     def _restore(self, t: DictConfig) -> None:
@@ -363,7 +372,7 @@ class Trainer:
         from tqdm import tqdm
 
         t = self.cfg.trainer
-        if self.step == 0:
+        if self.step == 0 and self.dist.is_main:
             self._log_model_summary()
         status = "FAILED"
         val_metrics: dict[str, float] = {}
@@ -382,11 +391,13 @@ class Trainer:
                 steps_since += 1
                 bar.update(1)
                 if self.step % t.log_every == 0 or self.step == t.max_steps:
+                    terms = mean_over_ranks(terms, self.dist)  # under DDP: the mean over the global batch
                     elapsed = max(time.perf_counter() - tic, 1e-9)
                     speed = images_per_step * steps_since / elapsed
                     lr = self.optimizer.param_groups[0]["lr"]
                     logged = {f"train/{k}": v for k, v in terms.items()}
-                    logged.update({"train/lr": lr, "train/images_per_s": speed})
+                    logged.update({"train/lr": lr, "train/images_per_s": speed,
+                                   "train/global_batch": images_per_step})
                     logged.update({f"train/{k}": v for k, v in self.model.aux_metrics().items()})
                     self.tracker.log_metrics(logged, step=self.step)
                     bar.set_postfix(loss=f"{terms['loss']:.4f}", lr=f"{lr:.2e}", img_s=f"{speed:.1f}")
@@ -421,6 +432,9 @@ class Trainer:
             # A preempted run stays RUNNING in MLflow: its requeued job reattaches and finishes it.
             if status != "KILLED":
                 self.tracker.end(status)
+            if status != "FAILED":
+                barrier(self.dist)  # rank 0 may still be saving/validating: no rank tears down before it is done
+            cleanup_distributed()
         if status == "KILLED":
             self._chain_signal(previous_handlers)
         return val_metrics
