@@ -73,16 +73,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_sum.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. backbone=nafnet model.size=small")
     p_sum.add_argument("--size", type=int, action="append", default=[], help="also count GFLOPs at SIZExSIZE")
     sub.add_parser("list", help="registered model names")
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)  # overrides may come after --size too
+    unknown = [e for e in extra if e.startswith("-") or args.command != "summary"]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command == "list":
         from aio.models import list_models
 
         print("\n".join(list_models()))
         return 0
     sizes = [256] + [s for s in args.size if s != 256]
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
     try:
-        summary(args.overrides, sizes)
-    except ValueError as e:  # one-line configuration errors from model_from_config
+        summary(list(args.overrides) + extra, sizes)
+    except (ValueError, HydraException, OmegaConfBaseException) as e:  # configuration errors, no traceback
         print(f"aio-model: error: {e}", file=sys.stderr)
         return 2
     return 0
