@@ -189,7 +189,7 @@ class DFRG(nn.Module):
         self.last_logits: torch.Tensor | None = None
 
     def __getstate__(self):  # deepcopy/pickle (e.g. EMA copies) must not carry the autograd graph
-        state = dict(self.__dict__)
+        state = super().__getstate__()
         state["last_logits"] = None
         return state
 
