@@ -15,6 +15,9 @@ from .images import ImageReadError, image_size
 from .layouts import Listing, Problem, Sample, RootNotSetError, require_root, test_listing, train_listing
 
 
+WARNINGS_PER_KIND = 20
+
+
 @dataclass
 class Row:
     split: str
@@ -53,7 +56,14 @@ class CheckReport:
         lines.append("")
         if self.problems:
             lines.append(f"{n_err} error(s), {n_warn} warning(s):")
-            lines += ["  " + p.line() for p in self.problems]
+            shown: dict[str, int] = {}
+            for p in self.problems:  # every error; at most WARNINGS_PER_KIND warnings of a kind
+                n = shown[p.kind] = shown.get(p.kind, 0) + 1
+                if p.severity == "error" or n <= WARNINGS_PER_KIND:
+                    lines.append("  " + p.line())
+            for kind, n in shown.items():
+                if n > WARNINGS_PER_KIND and all(p.severity != "error" for p in self.problems if p.kind == kind):
+                    lines.append(f"  ... and {n - WARNINGS_PER_KIND} more '{kind}' warnings")
         else:
             lines.append("no problems found")
         lines.append("OK" if self.ok else "NOT OK: fix the errors above (or set dataset.skip_bad=true to skip bad files)")

@@ -32,7 +32,7 @@ from torch.utils.data import Dataset
 
 from . import degradations as D
 from .images import ImageReadError, is_image_file, read_image
-from .transforms import augment, center_crop, derive_seed, generator_for, random_crop
+from .transforms import single_thread, augment, center_crop, derive_seed, generator_for, random_crop
 
 
 class RootNotSetError(ValueError):
@@ -305,6 +305,10 @@ class PairedTrainDataset(Dataset):
 
     def get_item(self, index: int, seed_offset: int = 0) -> dict:
         """Item ``index`` with the randomness of epoch ``seed_offset`` (no state is changed)."""
+        with single_thread():
+            return self._get_item(index, seed_offset)
+
+    def _get_item(self, index: int, seed_offset: int) -> dict:
         if index < 0:
             index += len(self)
         if not 0 <= index < len(self):
@@ -356,6 +360,10 @@ class TestSet(Dataset):
         return len(self.samples)
 
     def __getitem__(self, i: int) -> dict:
+        with single_thread():
+            return self._get(i)
+
+    def _get(self, i: int) -> dict:
         s = self.samples[i]
         inp, tgt = _load_pair(s)
         if self.center is not None:

@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 
 from . import degradations as D
 from .images import ImageReadError, is_image_file, read_image
-from .transforms import augment, crop_box, derive_seed, generator_for, pad_to, randint
+from .transforms import single_thread, augment, crop_box, derive_seed, generator_for, pad_to, randint
 
 # the colour photographs bundled with scikit-image (no download needed); name -> file in data_dir
 SKIMAGE_PHOTOS = {
@@ -175,6 +175,10 @@ class SyntheticTrainDataset(Dataset):
 
     def get_item(self, index: int, seed_offset: int = 0) -> dict:
         """Item ``index`` with the randomness of epoch ``seed_offset`` (no state is changed)."""
+        with single_thread():
+            return self._get_item(index, seed_offset)
+
+    def _get_item(self, index: int, seed_offset: int) -> dict:
         if index < 0:
             index += len(self)
         if not 0 <= index < len(self):
@@ -219,6 +223,11 @@ class FixedSet(Dataset):
 def build_synthetic_val_sets(cfg) -> dict[str, Dataset]:
     """One set per task, named after the task: ``val.crops_per_task`` crops of ``val.crop_size`` from the
     held-out strips, degraded with a seed derived from ``val.seed`` (same inputs for every run)."""
+    with single_thread():
+        return _build_synthetic_val_sets(cfg)
+
+
+def _build_synthetic_val_sets(cfg) -> dict[str, Dataset]:
     tasks = list(cfg.tasks)
     recipes = _recipes(cfg, tasks)
     images = _CleanImages(clean_image_paths(cfg), skip_bad=bool(cfg.skip_bad))

@@ -7,6 +7,7 @@ it and whatever happened before.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 
 import torch
@@ -76,3 +77,22 @@ def center_crop(t: torch.Tensor, size: int) -> torch.Tensor:
     h, w = t.shape[-2:]
     top, left = max(0, (h - size) // 2), max(0, (w - size) // 2)
     return t[..., top:top + size, left:left + size]
+
+
+@contextlib.contextmanager
+def single_thread():
+    """Run the body with one intra-op thread (restored afterwards).
+
+    Per-item synthesis is many small tensor ops; with several OpenMP threads they spend most of their
+    time in barriers (10x slower on a busy 2-core machine). DataLoader workers already run with one
+    thread; this makes main-process loading (``num_workers=0``) behave the same.
+    """
+    n = torch.get_num_threads()
+    if n == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
