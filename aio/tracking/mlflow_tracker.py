@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import random
+import re
+import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -56,6 +58,60 @@ def sqlite_path(uri: str) -> Path | None:
     return None
 
 
+# Filesystem types (as /proc/mounts names them) on which sqlite's locking cannot be trusted.
+NETWORK_FILESYSTEMS = frozenset(
+    {"nfs", "nfs4", "lustre", "gpfs", "beegfs", "cifs", "smb", "smb3", "smbfs", "ceph", "glusterfs",
+     "fuse.glusterfs", "fuse.sshfs"}
+)
+
+
+def _unescape_mount(field: str) -> str:
+    """/proc/mounts writes space, tab, newline and backslash in paths as octal escapes (``\\040``)."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def filesystem_type(path: str | os.PathLike, mounts: str | os.PathLike | None = None) -> str | None:
+    """The type of the filesystem holding ``path`` (the deepest mount point above it), or None if unknown.
+
+    ``mounts``: the mount table as text (a ``str``), or a file to read it from (a ``Path``); default
+    ``/proc/mounts``.
+    """
+    if mounts is None or isinstance(mounts, os.PathLike):
+        try:
+            mounts = Path(mounts or "/proc/mounts").read_text()
+        except OSError:
+            return None
+    target = Path(os.path.realpath(path))  # a symlink into /lustre is on lustre
+    best: tuple[int, str] | None = None
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = Path(_unescape_mount(fields[1]))
+        if (point == target or point in target.parents) and (best is None or len(point.parts) >= best[0]):
+            best = (len(point.parts), fields[2])  # ">=": a later mount over the same point hides the earlier
+    return best[1] if best else None
+
+
+def warn_if_network_filesystem(db_path: str | os.PathLike, mounts: str | os.PathLike | None = None) -> str | None:
+    """Print (and return) a one-line warning when the sqlite store lies on a network filesystem.
+
+    sqlite's file locking is unreliable on NFS/Lustre/GPFS/BeeGFS/SMB: several jobs writing at once can
+    corrupt the store or fail on locks. The fix is one ``mlflow server`` that alone owns the database.
+    """
+    fstype = filesystem_type(Path(db_path).parent, mounts)
+    if fstype is None or fstype.lower() not in NETWORK_FILESYSTEMS:
+        return None
+    message = (
+        f"[aio] warning: the MLflow sqlite store {db_path} is on {fstype}, a network filesystem where sqlite "
+        "locking is unreliable (concurrent jobs can corrupt it); run `mlflow server --backend-store-uri "
+        "sqlite:///<local disk>/mlflow.db --host 0.0.0.0 --port 5000` on one machine and set "
+        "logger.tracking_uri=http://<that host>:5000"
+    )
+    print(message, file=sys.stderr)
+    return message
+
+
 def check_tracking_uri(uri: str) -> None:
     """Fail early, with a one-line message, when ``logger.tracking_uri`` cannot be used."""
     if not uri:
@@ -73,6 +129,7 @@ def check_tracking_uri(uri: str) -> None:
             raise TrackingError(f"logger.tracking_uri={uri}: cannot create {db.parent} ({err})") from err
         if not os.access(db.parent, os.W_OK):
             raise TrackingError(f"logger.tracking_uri={uri}: {db.parent} is not writable")
+        warn_if_network_filesystem(db)
         return
     if uri.startswith(("http://", "https://")):
         import requests
@@ -121,7 +178,7 @@ class MlflowTracker:
         from mlflow.tracking import MlflowClient
 
         check_tracking_uri(tracking_uri)
-        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.client = with_retry(lambda: MlflowClient(tracking_uri=tracking_uri))  # it reads the schema
         self.tracking_uri = tracking_uri
         if run_id is not None:
             with_retry(lambda: self.client.get_run(run_id))  # raises if the run is unknown to this store
