@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from aio.tracking.mlflow_tracker import check_tracking_uri, filesystem_type, warn_if_network_filesystem
 
 REPO = Path(__file__).resolve().parents[1]
@@ -17,6 +19,7 @@ JOBS, STEPS = 4, 50
 LOCK_HOLD_S = 10  # > sqlite's 5 s busy timeout, with room for a slow start
 
 
+@pytest.mark.slow
 def test_four_concurrent_jobs_record_everything(tmp_path, mlflow_store):
     """The store exists (ensure_store, as the sweep callback does); 4 processes then write at the same time."""
     from mlflow.tracking import MlflowClient
