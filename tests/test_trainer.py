@@ -127,7 +127,7 @@ def test_run_lands_in_mlflow_with_params_metrics_artifacts(tiny_overrides, tmp_p
     for key in ("git_commit", "host", "aio.overrides"):
         assert key in run.data.tags, key
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"samples", "checkpoints"} <= artifacts
+    assert {"samples", "checkpoints", "config.yaml"} <= artifacts
     assert client.list_artifacts(run.info.run_id, "samples")
 
 

@@ -222,6 +222,10 @@ class Trainer:
             global_batch = cfg.dataset.batch_size * self.dist.world_size * t.grad_accum
             self.tracker.log_params({**flatten(OmegaConf.to_container(cfg, resolve=True)),
                                      "train/global_batch": global_batch})
+            config_file = self.run_dir / "config.yaml"
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            config_file.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+            self.tracker.log_artifact(config_file)
 
     # ------------------------------------------------------------------------------------------------------
     def _restore(self, t: DictConfig) -> None:
