@@ -17,10 +17,14 @@ import statistics
 import time
 from pathlib import Path
 
-import torch
+# Spinning OpenMP threads thrash when another process shares the 2 cores (measured: a Restormer step 14x
+# slower); passive waiting keeps timings meaningful on a busy machine. Must be set before torch loads libgomp.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from aio.cli.model import compose_model_config
-from aio.models import count_parameters, forward_gflops, model_from_config
+import torch  # noqa: E402
+
+from aio.cli.model import compose_model_config  # noqa: E402
+from aio.models import count_parameters, forward_gflops, model_from_config  # noqa: E402
 
 BASE = ["backbone=restormer", "gate=elementwise", "lora_ratio=r05_08"]
 ROWS: list[tuple[str, str, list[str]]] = [
@@ -63,7 +67,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    header = ["group", "model", "overrides", "params_M", "gflops_fwd_256", "cpu_fwd_bwd_s_128", "cpu_runs_s"]
+    header = ["group", "model", "overrides", "params_M", "gflops_fwd_256", "cpu_fwd_bwd_s_128", "cpu_runs_s", "load1"]
     rows = []
     load_before = os.getloadavg()[0]
     print(f"{'model':34s} {'params (M)':>10s} {'GFLOPs@256':>11s} {'fwd+bwd@128 (s)':>16s}")
@@ -75,14 +79,14 @@ def main() -> None:
         med = statistics.median(runs) if runs else float("nan")
         print(f"{label:34s} {params:10.3f} {gflops:11.2f} {med:16.2f}", flush=True)
         rows.append([group, label, " ".join(overrides), f"{params:.3f}", f"{gflops:.2f}", f"{med:.3f}",
-                     " ".join(f"{t:.3f}" for t in runs)])
+                     " ".join(f"{t:.3f}" for t in runs), f"{os.getloadavg()[0]:.1f}"])
         del model
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="") as f:
         f.write(f"# torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-                f"{args.threads} threads; GFLOPs = forward only, FlopCounterMode (1 MAC = 2 FLOPs); "
+                f"{args.threads} threads, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}; GFLOPs = forward only, FlopCounterMode (1 MAC = 2 FLOPs); "
                 f"time = median of {args.repeats} fwd+bwd at 1x3x128x128; 1-min load average "
                 f"{load_before:.1f} at start, {os.getloadavg()[0]:.1f} at end (times grow with the machine's load)\n")
         csv.writer(f).writerows([header] + rows)
