@@ -14,6 +14,15 @@ from aio.models.registry import extract_state_dict
 REFERENCE = Path("/work/shared/reference")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread_per_worker():
+    """One intra-op thread while these tests run: `-n 2` on 2 cores would otherwise oversubscribe OpenMP."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def read_reference(name: str) -> tuple[dict[str, tuple[int, ...]], int, int]:
     """``({key: shape}, entries, params)`` from a ``<name>_state_dict.tsv`` listing."""
     path = REFERENCE / f"{name}_state_dict.tsv"
