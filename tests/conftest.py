@@ -10,7 +10,12 @@ import pytest
 import torch
 
 _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-torch.set_num_threads(max(1, (os.cpu_count() or 1) // _workers))
+_threads = max(1, (os.cpu_count() or 1) // _workers)
+torch.set_num_threads(_threads)
+# Subprocesses (CLI, sweeps, DDP ranks) inherit these: two multi-threaded torch processes on 2 cores
+# otherwise spin-wait on each other and run 10x slower.
+os.environ["OMP_NUM_THREADS"] = str(_threads)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -37,6 +37,10 @@ class RestorationModel(nn.Module):
     values worth logging from the last forward. Both are empty by default.
     """
 
+    #: True when the state dict keeps modules that forward never uses (official layouts do); DDP then needs
+    #: ``find_unused_parameters=True``.
+    has_unused_parameters: bool = False
+
     #: H and W are padded to a multiple of this inside ``forward``.
     pad_multiple: int = 8
 

@@ -60,6 +60,8 @@ class PromptIR(RestorationModel):
     that the tiny/small presets can shrink them; the official values are the defaults.
     """
 
+    has_unused_parameters = True  # chnl_reduce*/reduce_noise_channel_* exist only for official checkpoints
+
     pad_multiple = 8
 
     def __init__(

@@ -19,21 +19,21 @@ class EmaConfig:
 class TrainerConfig:
     """Iteration-based training schedule and numerics."""
 
-    max_steps: int = 600
+    max_steps: int = 300
     lr: float = 2.0e-3
     min_lr: float = 1.0e-6
     weight_decay: float = 1.0e-4
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    warmup_steps: int = 30
+    warmup_steps: int = 20
     grad_accum: int = 1
     grad_clip: float = 1.0  # max gradient norm; 0 disables clipping
     ema: EmaConfig = field(default_factory=EmaConfig)
     amp: str = "none"  # none | bf16 | fp16 (fp16 needs CUDA and uses a GradScaler)
     channels_last: bool = False
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    val_every: int = 200
+    val_every: int = 100
     log_every: int = 10
-    checkpoint_every: int = 200
+    checkpoint_every: int = 100
     checkpoint_every_min: float = 0.0  # also save every N minutes (0 = off); for preemptible clusters
     num_val_samples: int = 4  # validation samples in the logged PNG grid
     resume: str = "auto"  # auto (continue from <run dir>/checkpoints/last.pt if present) | never | <file or dir>

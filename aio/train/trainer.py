@@ -197,7 +197,8 @@ class Trainer:
         self.train_model: nn.Module = self.model
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.train_model = DistributedDataParallel(self.model, device_ids=ids)
+            unused = getattr(self.model, "has_unused_parameters", False)
+            self.train_model = DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=unused)
 
         # --- tracking (rank 0 only) ----------------------------------------------------------------------
         from aio.tracking.mlflow_tracker import NullTracker, flatten, make_tracker
