@@ -2,7 +2,9 @@
 
     python benchmarks/data_throughput.py [preset ...] [--batches 20] [--workers 0] [--device cpu]
 
-Two figures per preset: ``loader`` (the training Dataset through a DataLoader: crop, flip/rot90 and
+Next to them, the default model's training throughput (``aio-train``'s own step: forward, loss, backward,
+AdamW, EMA) at the same batch and crop size, and the ratio data/model, which must stay >= 5 so that the
+data never starves training. Two figures per preset: ``loader`` (the training Dataset through a DataLoader: crop, flip/rot90 and
 per-item degradation, what ``aio-train`` sees) and ``batched`` (the engine degrading whole batches of
 clean crops at once, e.g. on the GPU). ``synthesis_throughput(cfg.dataset, n_batches)`` is the function
 the trainer's throughput comparison calls.
@@ -68,6 +70,34 @@ def synthesis_throughput(cfg_dataset, n_batches: int = 20, *, batch_size: int = 
             "patch_size": patch_size, "num_workers": num_workers, "device": device, "n_batches": n_batches}
 
 
+def model_training_throughput(batch_size: int = 16, patch_size: int = 128, steps: int = 5,
+                              overrides: tuple[str, ...] = ()) -> float:
+    """Images/s that the default ``aio-train`` model consumes: real trainer steps on a fixed batch."""
+    import itertools
+    import tempfile
+
+    import torch
+    from hydra import compose, initialize_config_dir
+
+    from aio.config import register_configs
+    from aio.paths import CONF_DIR
+    from aio.train.trainer import Trainer
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["logger=none", f"dataset.batch_size={batch_size}",
+                                          f"dataset.patch_size={patch_size}", *overrides])
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(cfg, tmp)
+        batch = next(iter(trainer.loader))
+        same = itertools.repeat(batch)
+        trainer._train_step(same)  # warm-up
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            trainer._train_step(same)
+        return steps * batch_size / (time.perf_counter() - t0)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("presets", nargs="*", default=["synthetic", "synthetic_aio5", "synthetic_cdd11"])
@@ -90,6 +120,11 @@ def main(argv=None) -> None:
                                  patch_size=args.patch, num_workers=args.workers, device=args.device)
         b = f"{r['batched_images_per_s']:.1f}" if r["batched_images_per_s"] is not None else "-"
         print(f"{name:18s} {r['loader_images_per_s']:13.1f} {b:>14s}")
+    model_ips = model_training_throughput(args.batch_size, args.patch)
+    ratio = synthesis_throughput(load_preset("synthetic"), args.batches, batch_size=args.batch_size,
+                                 patch_size=args.patch)["loader_images_per_s"] / model_ips
+    print(f"default model (aio-train, scale=small) trains at {model_ips:.1f} img/s; "
+          f"data/model ratio for the default preset: {ratio:.1f}x (target >= 5x)")
 
 
 if __name__ == "__main__":
