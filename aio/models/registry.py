@@ -127,6 +127,27 @@ def extract_state_dict(ckpt: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     return out
 
 
+def state_dict_mismatch(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> str:
+    """What keeps ``state_dict`` from loading strictly into ``model`` (missing, unexpected, mis-shaped keys,
+    the first 10 of each), or "" when it fits."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    mis_shaped = [
+        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)
+    ]
+
+    def show(items: list[str]) -> str:
+        return ", ".join(items[:10]) + (f" ... (+{len(items) - 10} more)" if len(items) > 10 else "")
+
+    parts = [f"{len(missing)} missing: {show(missing)}" if missing else "",
+             f"{len(unexpected)} unexpected: {show(unexpected)}" if unexpected else "",
+             f"{len(mis_shaped)} mis-shaped: {show(mis_shaped)}" if mis_shaped else ""]
+    return "; ".join(p for p in parts if p)
+
+
 def load_official_checkpoint(model: nn.Module, path_or_state: Any, weights_only: bool = True) -> nn.Module:
     """Load an official Restormer / PromptIR / NAFNet checkpoint into ``model`` strictly.
 
@@ -145,24 +166,8 @@ def load_official_checkpoint(model: nn.Module, path_or_state: Any, weights_only:
                 "if the file is trusted, retry with weights_only=False"
             ) from e
     sd = extract_state_dict(ckpt)
-    own = model.state_dict()
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    mis_shaped = [
-        f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in own
-        if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)
-    ]
-    if missing or unexpected or mis_shaped:
-
-        def show(items: list[str]) -> str:
-            return ", ".join(items[:10]) + (f" ... (+{len(items) - 10} more)" if len(items) > 10 else "")
-
-        parts = [f"{len(missing)} missing: {show(missing)}" if missing else "",
-                 f"{len(unexpected)} unexpected: {show(unexpected)}" if unexpected else "",
-                 f"{len(mis_shaped)} mis-shaped: {show(mis_shaped)}" if mis_shaped else ""]
-        raise RuntimeError(
-            f"checkpoint does not match {type(model).__name__}: " + "; ".join(p for p in parts if p)
-        )
+    problem = state_dict_mismatch(model, sd)
+    if problem:
+        raise RuntimeError(f"checkpoint does not match {type(model).__name__}: {problem}")
     model.load_state_dict(sd, strict=True)
     return model

@@ -69,30 +69,13 @@ def load_checkpoint(path_or_dir: str | os.PathLike, map_location: str | torch.de
 
 def load_state_dict_checked(module: nn.Module, state_dict: dict[str, torch.Tensor], source: str = "") -> None:
     """``load_state_dict(strict=True)`` with a readable error listing the mismatched keys and shapes."""
-    own = module.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    wrong_shape = [
-        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in own
-        if k in state_dict and tuple(own[k].shape) != tuple(state_dict[k].shape)
-    ]
-    if missing or unexpected or wrong_shape:
+    from aio.models.registry import state_dict_mismatch
 
-        def show(items: list[str]) -> str:
-            head = ", ".join(items[:8])
-            return head + (f", ... ({len(items)} in all)" if len(items) > 8 else "")
-
-        parts = []
-        if missing:
-            parts.append(f"missing keys: {show(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys: {show(unexpected)}")
-        if wrong_shape:
-            parts.append(f"shape mismatches: {show(wrong_shape)}")
+    problem = state_dict_mismatch(module, state_dict)
+    if problem:
         where = f" from {source}" if source else ""
         raise CheckpointError(
-            f"checkpoint{where} does not fit this architecture ({'; '.join(parts)}); "
+            f"checkpoint{where} does not fit this architecture ({problem}); "
             "check that backbone/gate/lora_ratio/model.size match the run that wrote it"
         )
     module.load_state_dict(state_dict, strict=True)
@@ -122,13 +105,11 @@ def load_weights_only(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Model weights from an aio checkpoint (EMA when present) or an official release.
 
     Official files wrap the state dict in ``params`` (Restormer, NAFNet) or ``state_dict`` (PromptIR's
-    Lightning checkpoints, whose keys carry a ``net.`` prefix that is stripped here).
+    Lightning checkpoints, whose keys carry a ``net.`` prefix); see ``aio.models.extract_state_dict``.
     """
+    from aio.models.registry import extract_state_dict
+
     state = load_checkpoint(path)
     if "config" in state and "model" in state:
         return state["ema"] if state.get("ema") is not None else state["model"]
-    for wrapper in ("params_ema", "params", "state_dict", "model"):
-        if wrapper in state and isinstance(state[wrapper], dict):
-            state = state[wrapper]
-            break
-    return {k[len("net."):] if k.startswith("net.") else k: v for k, v in state.items() if torch.is_tensor(v)}
+    return {k: v for k, v in extract_state_dict(state).items() if torch.is_tensor(v)}
