@@ -32,7 +32,8 @@ from torch.utils.data import Dataset
 
 from . import degradations as D
 from .images import ImageReadError, is_image_file, read_image
-from .transforms import single_thread, augment, center_crop, derive_seed, generator_for, random_crop
+from .transforms import (EpochSeededDataset, augment, center_crop, derive_seed, generator_for, random_crop,
+                         single_thread)
 
 
 class RootNotSetError(ValueError):
@@ -245,7 +246,7 @@ def _load_pair(sample: Sample):
     return inp, tgt
 
 
-class PairedTrainDataset(Dataset):
+class PairedTrainDataset(EpochSeededDataset):
     """Training pairs of a real preset: the same random crop and flip/rot90 of input and target; inputs
     of clean-only tasks (denoising) synthesised on the fly. Tasks are repeated ``dataset.repeat[task]``
     times. Unreadable pairs raise :class:`ImageReadError` naming the file, or are replaced by the next
@@ -288,10 +289,6 @@ class PairedTrainDataset(Dataset):
         self.epoch = 0
         self._bad: set[int] = set()
 
-    def set_epoch(self, epoch: int) -> None:
-        """Call once per epoch to draw new crops, flips and noise."""
-        self.epoch = int(epoch)
-
     def __len__(self):
         return self.offsets[-1]
 
@@ -300,19 +297,7 @@ class PairedTrainDataset(Dataset):
         j = (index - self.offsets[t]) % self.base_counts[t]
         return self.samples[self._starts[t] + j]
 
-    def __getitem__(self, index: int) -> dict:
-        return self.get_item(index, self.epoch)
-
-    def get_item(self, index: int, seed_offset: int = 0) -> dict:
-        """Item ``index`` with the randomness of epoch ``seed_offset`` (no state is changed)."""
-        with single_thread():
-            return self._get_item(index, seed_offset)
-
     def _get_item(self, index: int, seed_offset: int) -> dict:
-        if index < 0:
-            index += len(self)
-        if not 0 <= index < len(self):
-            raise IndexError(index)
         for attempt in range(len(self)):
             i = (index + attempt) % len(self)
             t, s = self._locate(i)

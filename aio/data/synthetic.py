@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 
 from . import degradations as D
 from .images import ImageReadError, is_image_file, read_image
-from .transforms import single_thread, augment, crop_box, derive_seed, generator_for, pad_to, randint
+from .transforms import EpochSeededDataset, single_thread, augment, crop_box, derive_seed, generator_for, pad_to, randint
 
 # the colour photographs bundled with scikit-image (no download needed); name -> file in data_dir
 SKIMAGE_PHOTOS = {
@@ -114,7 +114,7 @@ def _recipes(cfg, tasks):
     return [D.get_recipe(t, cfg.recipes) for t in tasks]
 
 
-class SyntheticTrainDataset(Dataset):
+class SyntheticTrainDataset(EpochSeededDataset):
     """Random ``patch_size`` crops of the training region of clean images, augmented (flips/rot90) and
     degraded on the fly with each task's recipe. ``epoch_size * repeat[task]`` items per task."""
 
@@ -138,10 +138,6 @@ class SyntheticTrainDataset(Dataset):
         for c in self.counts:
             self.offsets.append(self.offsets[-1] + c)
         self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Call once per epoch (before iterating the DataLoader) to draw new crops and degradations."""
-        self.epoch = int(epoch)
 
     def __len__(self):
         return self.offsets[-1]
@@ -170,19 +166,7 @@ class SyntheticTrainDataset(Dataset):
         crop = pad_to(as_float(img[..., top:top + self.patch, left:left + self.patch]), self.patch)
         return augment([crop], g)[0], self.images.name(i)
 
-    def __getitem__(self, index: int) -> dict:
-        return self.get_item(index, self.epoch)
-
-    def get_item(self, index: int, seed_offset: int = 0) -> dict:
-        """Item ``index`` with the randomness of epoch ``seed_offset`` (no state is changed)."""
-        with single_thread():
-            return self._get_item(index, seed_offset)
-
     def _get_item(self, index: int, seed_offset: int) -> dict:
-        if index < 0:
-            index += len(self)
-        if not 0 <= index < len(self):
-            raise IndexError(index)
         task = self.task_of(index)
         g = generator_for("train", self.seed, index, int(seed_offset))
         clean, img_name = self._clean_crop(g)

@@ -12,6 +12,7 @@ import hashlib
 
 import torch
 import torch.nn.functional as F
+from torch.utils.data import Dataset
 
 
 def derive_seed(*parts) -> int:
@@ -96,3 +97,33 @@ def single_thread():
         yield
     finally:
         torch.set_num_threads(n)
+
+
+class EpochSeededDataset(Dataset):
+    """Base of the training datasets: item ``i`` is drawn with randomness seeded by ``(seed, i, epoch)``.
+
+    ``dataset[i]`` uses the epoch set by :meth:`set_epoch`; ``get_item(i, seed_offset=e)`` reads any epoch
+    without changing state (what the trainer's resumable sampler calls). Subclasses implement
+    ``_get_item(index, seed_offset)`` for an index already checked to be in range.
+    """
+
+    epoch: int = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Call once per epoch to draw new crops, flips and degradations."""
+        self.epoch = int(epoch)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.get_item(index, self.epoch)
+
+    def get_item(self, index: int, seed_offset: int = 0) -> dict:
+        """Item ``index`` with the randomness of epoch ``seed_offset`` (no state is changed)."""
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        with single_thread():
+            return self._get_item(index, seed_offset)
+
+    def _get_item(self, index: int, seed_offset: int) -> dict:
+        raise NotImplementedError
