@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+# ../shared/reference beside the checkout: the official state-dict lists and published results.
+SHARED_REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+
 _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 _threads = max(1, (os.cpu_count() or 1) // _workers)
 torch.set_num_threads(_threads)

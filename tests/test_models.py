@@ -23,15 +23,6 @@ from aio.models.layers import DFRG, LowRankConv2d, SpatialLoRaConv2d, Transforme
 from aio.paths import CONF_DIR
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread_per_worker():
-    """One intra-op thread while these tests run: `-n 2` on 2 cores would otherwise oversubscribe OpenMP."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 BACKBONES = ["restormer", "promptir", "nafnet", "nafnet_gopro"]
 TOGGLES = {
     "plain": {},

@@ -1,26 +1,17 @@
 """Parameter layouts: Restormer (both LayerNorm types) and PromptIR against the official state-dict listings in
-/work/shared/reference, strict loading of official-layout weights, NAFNet counts, LoRa-ratio monotonicity."""
+../shared/reference, strict loading of official-layout weights, NAFNet counts, LoRa-ratio monotonicity."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch
 
 from aio.models import count_parameters, create_model, load_official_checkpoint
 from aio.models.registry import extract_state_dict
+from conftest import SHARED_REFERENCE
 
-REFERENCE = Path("/work/shared/reference")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread_per_worker():
-    """One intra-op thread while these tests run: `-n 2` on 2 cores would otherwise oversubscribe OpenMP."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+REFERENCE = SHARED_REFERENCE
 
 
 def read_reference(name: str) -> tuple[dict[str, tuple[int, ...]], int, int]:

@@ -27,6 +27,7 @@ from aio.tables.render import (
     table_columns,
     write_tables,
 )
+from conftest import SHARED_REFERENCE
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 UPDATE = os.environ.get("AIO_UPDATE_SNAPSHOTS") == "1"
@@ -231,7 +232,7 @@ def test_published_rows_line_up_with_aio_set_names():
 
 
 def test_published_csv_is_the_reference_copy():
-    ref = Path("/work/shared/reference/published_results.csv")
+    ref = SHARED_REFERENCE / "published_results.csv"
     if not ref.exists():
         pytest.skip("reference CSV not available here")
     from aio.tables.published import csv_path
