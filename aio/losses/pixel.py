@@ -45,6 +45,16 @@ def sobel_gradients(x: torch.Tensor) -> torch.Tensor:
     return spatial_gradient(x, mode="sobel", order=1, normalized=True)
 
 
+def _with_pixel_term(total: torch.Tensor, terms: dict, pred: torch.Tensor, target: torch.Tensor,
+                     pixel_weight: float) -> tuple[torch.Tensor, dict]:
+    """Add the optional ``pixel_weight * L1`` term (reported as ``l_pix``) to a loss and its terms."""
+    if pixel_weight:
+        l_pix = pixel_weight * F.l1_loss(pred, target)
+        terms["l_pix"] = l_pix.detach()
+        total = total + l_pix
+    return total, terms
+
+
 class _Base(nn.Module):
     """A loss with a global multiplier ``weight``."""
 
@@ -85,13 +95,7 @@ class FFTLoss(_Base):
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, Terms]:
         pred, target = _fp32(pred, target)
         l_freq = self.weight * fft_terms(pred, target, self.phase_weight)
-        terms = {"l_freq": l_freq.detach()}
-        total = l_freq
-        if self.pixel_weight:
-            l_pix = self.pixel_weight * F.l1_loss(pred, target)
-            terms["l_pix"] = l_pix.detach()
-            total = total + l_pix
-        return total, terms
+        return _with_pixel_term(l_freq, {"l_freq": l_freq.detach()}, pred, target, self.pixel_weight)
 
 
 class EdgeLoss(_Base):
@@ -104,10 +108,4 @@ class EdgeLoss(_Base):
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, Terms]:
         pred, target = _fp32(pred, target)
         l_edge = self.weight * F.l1_loss(sobel_gradients(pred), sobel_gradients(target))
-        terms = {"l_edge": l_edge.detach()}
-        total = l_edge
-        if self.pixel_weight:
-            l_pix = self.pixel_weight * F.l1_loss(pred, target)
-            terms["l_pix"] = l_pix.detach()
-            total = total + l_pix
-        return total, terms
+        return _with_pixel_term(l_edge, {"l_edge": l_edge.detach()}, pred, target, self.pixel_weight)
