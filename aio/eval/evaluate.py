@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from aio.eval.tiling import tiled_forward, tta_forward
+from aio.eval.tiling import call_model, tiled_forward, tta_forward
 from aio.metrics import get_metric
 
 
@@ -116,7 +116,7 @@ def restore_image(model, x: torch.Tensor, *, task=None, tile: int | None = None,
     if tile:
         fwd = functools.partial(tiled_forward, model, tile=int(tile), overlap=int(tile_overlap))
     with torch.autocast(device_type=x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-        y = tta_forward(fwd, x, mode=tta, task=task) if tta else (fwd(x, task=task) if task is not None else fwd(x))
+        y = tta_forward(fwd, x, mode=tta, task=task) if tta else call_model(fwd, x, task)
     return y.float().clamp(0, 1)
 
 

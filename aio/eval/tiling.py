@@ -17,9 +17,12 @@ from collections.abc import Callable
 
 import torch
 
+from aio.models.output import restored_image
 
-def _call(model: Callable, x: torch.Tensor, task) -> torch.Tensor:
-    return model(x) if task is None else model(x, task=task)
+
+def call_model(model: Callable, x: torch.Tensor, task) -> torch.Tensor:
+    """The restored image of one forward pass (``ModelOutput.restored`` for multi-output models)."""
+    return restored_image(model(x) if task is None else model(x, task=task))
 
 
 def _starts(size: int, tile: int, stride: int) -> list[int]:
@@ -64,7 +67,7 @@ def tiled_forward(model: Callable, x: torch.Tensor, tile: int = 512, overlap: in
     model_device = torch.device(model_device) if model_device is not None else x.device
     b, _, h, w = x.shape
     if h <= tile and w <= tile:
-        return _call(model, x.to(model_device), task).to(out_device)
+        return call_model(model, x.to(model_device), task).to(out_device)
     stride = tile - overlap
     th, tw = min(tile, h), min(tile, w)
     ys, xs = _starts(h, th, stride), _starts(w, tw, stride)
@@ -76,7 +79,7 @@ def tiled_forward(model: Callable, x: torch.Tensor, tile: int = 512, overlap: in
             wx = _ramp(tw, overlap, x0 > 0, x0 + tw < w, out_device)
             win = (wy[:, None] * wx[None, :]).view(1, 1, th, tw)
             patch = x[:, :, y0:y0 + th, x0:x0 + tw].to(model_device)
-            y = _call(model, patch, task)
+            y = call_model(model, patch, task)
             if y.shape[-2:] != patch.shape[-2:]:
                 raise ValueError(f"tiled_forward: the model changed the tile size {tuple(patch.shape[-2:])} -> "
                                  f"{tuple(y.shape[-2:])}; only same-size restoration models can be tiled")
@@ -113,6 +116,6 @@ def tta_forward(model: Callable, x: torch.Tensor, mode: str = "x8", task=None) -
     acc = None
     ts = _transforms(mode)
     for fwd, inv in ts:
-        y = inv(_call(model, fwd(x), task)).float()
+        y = inv(call_model(model, fwd(x), task)).float()
         acc = y if acc is None else acc + y
     return acc / len(ts)

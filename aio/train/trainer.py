@@ -32,6 +32,7 @@ from aio.train import checkpoint as ckpt_io
 from aio.train.distributed import (
     DistInfo, barrier, broadcast_object, cleanup_distributed, init_distributed, mean_over_ranks,
 )
+from aio.losses.contract import compute_loss
 from aio.tracking.mlflow_tracker import error_tag
 from aio.train.sampler import ResumableBatchSampler
 
@@ -346,7 +347,7 @@ class Trainer:
             with sync:
                 with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                     out = self.train_model(x, task=task)
-                loss, terms = self.loss_fn(out.float(), y)
+                loss, terms = compute_loss(self.loss_fn, out, y, batch)
                 for name, value in self.model.aux_losses(task).items():
                     loss = loss + value
                     terms[name] = value.detach()
