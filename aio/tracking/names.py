@@ -1,0 +1,54 @@
+"""The MLflow contract: every tag and metric name aio writes or reads, in one place.
+
+The trainer, the sweep callback, ``aio-eval``, ``aio-tables`` and the notebook all use these names, so a
+renamed key cannot silently split writers from readers. Metric keys are built by the functions below.
+
+Tags: ``aio.sweep`` (sweep name on parent and children), ``aio.sweep_dir``, ``aio.role`` (``parent`` /
+``job``), ``aio.row`` / ``aio.row_label`` (the table row of a job), ``aio.overrides``, ``aio.val_sets``
+(comma-separated validation set names in preset order), ``aio.error`` (why a run FAILED), ``aio.kind``,
+``aio.checkpoint``, ``aio.seed``, ``aio.phase`` / ``aio.phases``, ``aio.strategy``.
+
+Metrics: ``train/<term>``, ``val/<set>/<metric>`` with ``<set> = avg`` for the mean over sets,
+``val@<phase>/<set>/<metric>`` (the validation at the end of a named phase), ``test/<set>/<metric>`` and
+``test_<tta>/<set>/<metric>`` (evaluation after training, e.g. ``test_x8``), ``model/params_m``,
+``model/gflops_256``, ``phase`` (index of the current phase, logged at each boundary).
+"""
+
+from __future__ import annotations
+
+TAG_SWEEP = "aio.sweep"
+TAG_SWEEP_DIR = "aio.sweep_dir"
+TAG_ROLE = "aio.role"
+TAG_ROW = "aio.row"
+TAG_ROW_LABEL = "aio.row_label"
+TAG_OVERRIDES = "aio.overrides"
+TAG_VAL_SETS = "aio.val_sets"
+TAG_ERROR = "aio.error"
+TAG_KIND = "aio.kind"
+TAG_CHECKPOINT = "aio.checkpoint"
+TAG_SEED = "aio.seed"
+TAG_PHASE = "aio.phase"
+TAG_PHASES = "aio.phases"
+TAG_STRATEGY = "aio.strategy"
+
+AVG = "avg"
+PARAMS_M = "model/params_m"
+GFLOPS_256 = "model/gflops_256"
+PHASE = "phase"
+
+
+def train_metric(term: str) -> str:
+    """``train/<term>`` (a loss term, ``lr``, ``images_per_s``, ...)."""
+    return f"train/{term}"
+
+
+def val_metric(set_name: str, metric: str, phase: str | None = None) -> str:
+    """``val/<set>/<metric>``, or ``val@<phase>/<set>/<metric>`` for the end-of-phase validation."""
+    prefix = "val" if phase is None else f"val@{phase}"
+    return f"{prefix}/{set_name}/{metric}"
+
+
+def test_metric(set_name: str, metric: str, tta: str | None = None) -> str:
+    """``test/<set>/<metric>``, or ``test_<tta>/<set>/<metric>`` when evaluated with test-time augmentation."""
+    prefix = "test" if not tta else f"test_{tta}"
+    return f"{prefix}/{set_name}/{metric}"
