@@ -14,6 +14,7 @@ from typing import Any
 
 import torch.nn as nn
 
+from aio.losses.dsrir import DSRIRLoss
 from aio.losses.gfl import GuidedFrequencyLoss
 from aio.losses.mixed import MixedLoss
 from aio.losses.perceptual import PerceptualLoss, PerceptualWeightsError
@@ -32,6 +33,7 @@ LOSSES = {
     "perceptual": _perceptual,
     "mixed": MixedLoss,
     "gfl": GuidedFrequencyLoss,
+    "dsrir": DSRIRLoss,
 }
 
 __all__ = ["build_loss", "LOSSES", "L1Loss", "CharbonnierLoss", "FFTLoss", "EdgeLoss", "PerceptualLoss",
