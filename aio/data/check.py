@@ -3,7 +3,7 @@
 Errors (``report.ok`` is False): missing folder, empty folder, unreadable/corrupt image, input/target size
 mismatch, an input without target (a warning with ``dataset.skip_bad=true``, as are unreadable files),
 ``dataset.root`` unset for a real preset. Warnings: a target without input, an optional test set that is
-absent, an image smaller than the patch size.
+absent, an image smaller than the patch size, a test set whose count differs from its ``expected`` (Urban100: 100).
 """
 
 from __future__ import annotations
@@ -168,6 +168,9 @@ def _check_real(cfg, report: CheckReport, verify: bool):
         if verify:
             good, probs = _verify(lst, skip)
             report.problems += probs
+        if spec.get("expected") is not None and good != int(spec.expected):
+            report.problems.append(Problem("warning", "unexpected count", str(root / str(spec.path)),
+                                           f"{good} images, the published {name} has {spec.expected}"))
         report.rows.append(Row("test", str(name), str(spec.task), good, str(spec.path)))
 
 

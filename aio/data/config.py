@@ -55,6 +55,7 @@ class TestSetConfig:
     crop_border: int = 0
     test_y_channel: bool = False
     required: bool = True  # a missing optional set (urban100, kodak24) is only noted by the checker
+    expected: Optional[int] = None  # the published image count (BSD68 68, Urban100 100): the checker warns otherwise
 
 
 @dataclass
@@ -89,6 +90,15 @@ class DatasetConfig:
     cache: bool = True
     # skip unreadable images / unpaired files with a warning instead of raising
     skip_bad: bool = False
+    # training only: denoise_* tasks draw sigma per image uniformly from [lo, hi] (blind denoising, DSRIR's
+    # [0, 55]); null = each task's own recipe. Test sets keep their fixed sigma (denoise_15/25/50).
+    noise_sigma_range: Optional[List[float]] = None
+    # real presets, training only: task -> N keeps N distinct targets (drawn with dataset.seed) and one of
+    # their inputs each at random (DSRIR's 5,000 RESIDE OTS pairs: dehaze: 5000); tasks not named: all pairs
+    sample_pairs: Dict[str, int] = field(default_factory=dict)
+    # a named metric protocol of aio.metrics.protocols for every test set (e.g. dsrir); null = aio's PSNR/SSIM
+    # with each set's crop_border / test_y_channel
+    metric_protocol: Optional[str] = None
     seed: int = 0
 
 

@@ -383,6 +383,18 @@ def get_recipe(name: str, overrides: Mapping | None = None) -> Composite:
                      f"(known: {', '.join(sorted(RECIPES))}, denoise_<sigma>)")
 
 
+def get_train_recipe(name: str, overrides: Mapping | None = None, noise_sigma_range=None) -> Composite:
+    """The training recipe of task ``name``: with ``noise_sigma_range = [lo, hi]`` a ``denoise*`` task not in
+    ``overrides`` draws sigma uniformly from [lo, hi] per image (blind denoising); else :func:`get_recipe`."""
+    overrides = _plain(overrides) or {}
+    if noise_sigma_range is not None and name.startswith("denoise") and name not in overrides:
+        lo, hi = (float(v) for v in noise_sigma_range)
+        if not 0 <= lo <= hi:
+            raise ValueError(f"dataset.noise_sigma_range={[lo, hi]} must be [lo, hi] with 0 <= lo <= hi")
+        return build({"type": "gaussian_noise", "sigma": [lo, hi]})
+    return get_recipe(name, overrides)
+
+
 def degrade_batch(x: Tensor, task: Tensor, recipes: Sequence[Callable], generator=None) -> Tensor:
     """Apply ``recipes[task[b]]`` to image ``b`` (groups images by task, in increasing task order)."""
     out = torch.empty_like(x)

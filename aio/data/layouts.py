@@ -7,7 +7,9 @@ AIO (``dataset.kind=aio``)::
     <root>/Train/Dehaze/synthetic/partK/<id>_<A>_<beta>.jpg  original/<id>.png  (id = before first "_")
     <root>/Train/Deblur/blur/*  sharp/*                   (same names)
     <root>/Train/Enhance/low/*  gt/*                      (same names)
-    test sets: declared in the preset (``dataset.test_sets``)
+    test sets: declared in the preset (``dataset.test_sets``), conventionally
+    <root>/test/denoise/{bsd68,urban100}/*  clean (Urban100: the 100 HR images), noise added with val.seed
+    <root>/test/derain/Rain100L/{input,target}/*   <root>/test/dehaze/{input,target}/* (SOTS outdoor)
 
 CDD-11 (``dataset.kind=cdd11``, OneRestore release): ``<root>/{train,test}/<category>/<name>`` with the
 target ``<root>/{train,test}/clear/<name>``.
@@ -32,8 +34,8 @@ from torch.utils.data import Dataset
 
 from . import degradations as D
 from .images import ImageReadError, is_image_file, read_image
-from .transforms import (EpochSeededDataset, augment, center_crop, derive_seed, generator_for, random_crop,
-                         single_thread)
+from .transforms import (EpochSeededDataset, augment, center_crop, derive_seed, generator_for, randint,
+                         random_crop, single_thread)
 
 
 class RootNotSetError(ValueError):
@@ -202,8 +204,33 @@ AIO_TRAIN["enhance"] = AIO_TRAIN["lowlight"]
 DENOISE_DIR = "Train/Denoise"
 
 
+def sample_one_input_per_target(listing: Listing, n: int, seed: int, task: str) -> Listing:
+    """Keep ``n`` distinct targets (a seeded random draw) and one of each one's inputs at random: how DSRIR
+    draws its 5,000 RESIDE OTS pairs (5,000 of the 8,970 clean images, one of their 35 hazy versions each)."""
+    by_target: dict[str, list[Sample]] = {}
+    for s in listing.samples:
+        by_target.setdefault(s.target, []).append(s)
+    targets = sorted(by_target)
+    g = generator_for("sample_pairs", seed, task)
+    chosen = sorted(torch.randperm(len(targets), generator=g)[:n].tolist())
+    out = Listing(problems=list(listing.problems))
+    if n > len(targets):
+        out.problems.append(Problem("warning", "fewer targets than sampled", task,
+                                    f"dataset.sample_pairs.{task}={n} but only {len(targets)} targets"))
+    for k in chosen:
+        group = by_target[targets[k]]
+        out.samples.append(group[randint(len(group), g)])
+    return out
+
+
 def train_listing(cfg, task: str) -> Listing:
-    """The training pairs of one task of a real preset."""
+    """The training pairs of one task of a real preset (``dataset.sample_pairs`` applied)."""
+    listing = _train_listing(cfg, task)
+    n = dict(cfg.get("sample_pairs") or {}).get(task)
+    return listing if n is None else sample_one_input_per_target(listing, int(n), int(cfg.seed), task)
+
+
+def _train_listing(cfg, task: str) -> Listing:
     root = require_root(cfg)
     cache, skip = bool(cfg.cache), bool(cfg.skip_bad)
     if cfg.kind == "cdd11":
@@ -273,7 +300,7 @@ class PairedTrainDataset(EpochSeededDataset):
             if errors:
                 raise FileNotFoundError(f"{errors[0].line()} (run `aio-data check` for the full report)")
             if lst.samples and lst.samples[0].input is None:
-                self.recipes[t] = D.get_recipe(task, cfg.recipes)
+                self.recipes[t] = D.get_train_recipe(task, cfg.recipes, cfg.get("noise_sigma_range"))
             for s in lst.samples:
                 self.samples.append((t, s))
             self.base_counts.append(len(lst.samples))
@@ -333,6 +360,11 @@ class TestSet(Dataset):
             raise ValueError(f"test set {name}: task {self.task_name!r} is not in dataset.tasks {self.task_names}")
         self.task = self.task_names.index(self.task_name)
         self.protocol = {"crop_border": int(spec.crop_border), "test_y_channel": bool(spec.test_y_channel)}
+        if cfg.get("metric_protocol"):
+            from aio.metrics.protocols import get_protocol
+
+            self.protocol = get_protocol(cfg.metric_protocol).set_protocol(self.task_name)
+        self.multiple = int(self.protocol.get("image_multiple", 1))
         self.samples = listing.samples
         if cfg.val.max_images is not None:
             self.samples = self.samples[: int(cfg.val.max_images)]
@@ -354,10 +386,20 @@ class TestSet(Dataset):
         if self.center is not None:
             tgt = center_crop(tgt, int(self.center))
             inp = center_crop(inp, int(self.center)) if inp is not None else None
+        if self.multiple > 1:  # the protocol's centre crop to a multiple (DSRIR: 8)
+            tgt = crop_to_multiple(tgt, self.multiple)
+            inp = crop_to_multiple(inp, self.multiple) if inp is not None else None
         if inp is None:
             g = generator_for("test", self.vseed, self.name, s.name)
             inp = self.recipe(tgt[None], g)[0]
         return {"input": inp.contiguous(), "target": tgt.contiguous(), "task": self.task, "name": s.name}
+
+
+def crop_to_multiple(t: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Centre-crop ``[C, H, W]`` to the largest multiple of ``multiple`` (the extra row/column at the bottom/right)."""
+    h, w = t.shape[-2:]
+    dh, dw = h % multiple, w % multiple
+    return t[..., dh // 2:h - dh + dh // 2, dw // 2:w - dw + dw // 2]
 
 
 def build_real_val_sets(cfg) -> dict[str, Dataset]:
