@@ -1,5 +1,6 @@
 """sweep=dsrir: the grid matches the table rows, and a real tiny multirun (DSRIR, PromptIR, the full model on the
-embedded DSRIR data) lands in MLflow and renders its table with the published DSRIR/PromptIR rows."""
+embedded DSRIR data) lands in MLflow and renders its table with the published DSRIR/PromptIR rows. On the command
+line ``strategy=dsrir_progressive_tiny`` applies to every row (the CPU-sized crops of DSRIR's schedule)."""
 
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ def test_tiny_sweep_runs_and_renders_its_table(tmp_path, mlflow_store):
     env = {**os.environ, "AIO_OUTPUTS": str(tmp_path)}
     sweep = subprocess.run(
         [sys.executable, "-m", "aio.cli.train", "-m", "sweep=dsrir", "debug=tiny", "trainer.device=cpu",
-         "dataset=synthetic_dsrir_aio3", "paths.vgg19_weights=random", "dataset.images=[chelsea]",
+         "dataset=synthetic_dsrir_aio3", "strategy=dsrir_progressive_tiny", "paths.vgg19_weights=random",
+         "dataset.images=[chelsea]",
          "dataset.val.crops_per_task=1", "dataset.val.crop_size=48", "dataset.patch_size=32",
          f"hydra.sweep.dir={tmp_path / 'sweep'}", f"logger.tracking_uri={mlflow_store}",
          f"logger.artifact_location={tmp_path / 'art'}"],
