@@ -61,7 +61,7 @@ def _read_maps(path: str) -> torch.Tensor:
                                 "or set model.prompt_maps=null for the built-in maps")
     import numpy as np
 
-    maps = torch.from_numpy(np.load(p).astype(np.float32))
+    maps = torch.from_numpy(np.load(p).astype(np.float32)).to("cpu")
     if maps.dim() != 3 or maps.shape[0] < len(MIO_PROMPT_ROWS):
         raise ValueError(f"model.prompt_maps={path} has shape {tuple(maps.shape)}; expected [7, H, W] (type7.npy)")
     return maps
@@ -89,9 +89,9 @@ class TaskPromptMaps(nn.Module):
             base = _read_maps(str(maps_path))[: len(MIO_PROMPT_ROWS)]
             size = base.shape[-1]
         else:
-            base = torch.rand(len(MIO_PROMPT_ROWS), size, size, generator=g)
-        more = torch.rand(len(extra), base.shape[-2], base.shape[-1], generator=g)
-        table = torch.cat([base, more])
+            base = torch.rand(len(MIO_PROMPT_ROWS), size, size, generator=g, device="cpu")
+        more = torch.rand(len(extra), base.shape[-2], base.shape[-1], generator=g, device="cpu")
+        table = torch.cat([base.cpu(), more])
         rows = [MIO_PROMPT_ROWS.index(t) if t in MIO_PROMPT_ROWS else len(MIO_PROMPT_ROWS) + extra.index(t)
                 for t in self.tasks]
         self.register_buffer("maps", table[rows].contiguous(), persistent=False)
