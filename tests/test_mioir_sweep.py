@@ -32,8 +32,8 @@ def test_rows_match_the_grid_and_compose():
         assert cfg.model.name == backbone and cfg.dataset.name == "synthetic_mio7"
         assert cfg.model.prompt == {(): "none", ("ep",): "explicit", ("ap",): "adaptive"}[tuple(prompt)]
         assert cfg.trainer.lr == 2e-4 and cfg.trainer.ema.decay == 0.999 and cfg.loss.name == "l1"
-        assert cfg.strategy.name == {"m": "mixed", "s": "sequential" + ("_restormer" if backbone == "restormer" else "")}[
-            learning]
+        sequential = "sequential_restormer" if backbone == "restormer" else "sequential"
+        assert cfg.strategy.name == {"m": "mixed", "s": sequential}[learning]
         node = OmegaConf.merge(cfg.model, {"size": "tiny"})
         assert type(model_from_config(node)).__name__.lower() == backbone + "".join(prompt)
 
@@ -42,8 +42,8 @@ def test_rows_match_the_grid_and_compose():
 def test_sweep_renders_the_table_from_real_tiny_runs(tmp_path, mlflow_store):
     env = {**os.environ, "AIO_OUTPUTS": str(tmp_path)}
     run = subprocess.run(
-        [sys.executable, "-m", "aio.cli.train", "-m", "sweep=mioir", "debug=tiny", "trainer.max_steps=7", "trainer.device=cpu",
-         "dataset.images=[astronaut]", "dataset.val.crops_per_task=1", "dataset.val.crop_size=32",
+        [sys.executable, "-m", "aio.cli.train", "-m", "sweep=mioir", "debug=tiny", "trainer.max_steps=7",
+         "trainer.device=cpu", "dataset.images=[astronaut]", "dataset.val.crops_per_task=1", "dataset.val.crop_size=32",
          f"hydra.sweep.dir={tmp_path / 'sweep'}", f"logger.tracking_uri={mlflow_store}",
          f"logger.artifact_location={tmp_path / 'art'}"],
         capture_output=True, text=True, env=env, cwd=REPO, timeout=1800,

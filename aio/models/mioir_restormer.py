@@ -22,8 +22,8 @@ from torch import nn
 
 from aio.models.base import RestorationModel, crop_to
 from aio.models.layers import Downsample, OverlapPatchEmbed, Upsample, transformer_stage
-from aio.models.prompts import (PromptExtractor, TaskPromptMaps, add_prompt_linears, check_prompt_kind, modulate,
-                                prompt_input)
+from aio.models.prompts import (PromptExtractor, TaskPromptMaps, add_prompt_linears, check_prompt_kind,
+                                modulate_at, prompt_input)
 from aio.models.registry import register_model
 
 PROMPT_NF = 64  # the reference's fixed prompt width
@@ -89,9 +89,6 @@ class PromptedRestormer(RestorationModel):
         self.output = nn.Conv2d(d * 2, out_channels, 3, padding=1, bias=bias)
         self.task_maps = TaskPromptMaps(prompt_tasks, prompt_maps) if explicit else None
 
-    def _mod(self, feat: torch.Tensor, p: torch.Tensor, suffix: str) -> torch.Tensor:
-        return modulate(feat, getattr(self, f"prompt_scale{suffix}")(p), getattr(self, f"prompt_shift{suffix}")(p))
-
     def forward(self, x: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
         inp, size = self.pad(x)
         src = prompt_input(self.task_maps, inp, task).to(inp.dtype)
@@ -100,16 +97,16 @@ class PromptedRestormer(RestorationModel):
         o1 = self.encoder_level1(e1)
         o2 = self.encoder_level2(self.down1_2(o1))
         o3 = self.encoder_level3(self.down2_3(o2))
-        lat = self._mod(self.latent(self.down3_4(o3)), p1, "1")
+        lat = modulate_at(self, self.latent(self.down3_4(o3)), p1, "1")
         d3 = self.decoder_level3(self.reduce_chan_level3(torch.cat([self.up4_3(lat), o3], 1)))
-        d3 = self._mod(d3, p2, "2")
+        d3 = modulate_at(self, d3, p2, "2")
         d2 = self.decoder_level2(self.reduce_chan_level2(torch.cat([self.up3_2(d3), o2], 1)))
-        d2 = self._mod(d2, p3, "3")
-        d1 = self._mod(self.decoder_level1(torch.cat([self.up2_1(d2), o1], 1)), p3, "4")
-        d1 = self._mod(self.refinement(d1), p3, "5")
+        d2 = modulate_at(self, d2, p3, "3")
+        d1 = modulate_at(self, self.decoder_level1(torch.cat([self.up2_1(d2), o1], 1)), p3, "4")
+        d1 = modulate_at(self, self.refinement(d1), p3, "5")
         if self.dual_pixel_task:  # the reference skips the output prompt here
             return crop_to(self.output(d1 + self.skip_conv(e1)), size)
-        out = self._mod(self.output(d1), p4, "out")
+        out = modulate_at(self, self.output(d1), p4, "out")
         return crop_to(out + inp if self.global_residual else out, size)
 
 

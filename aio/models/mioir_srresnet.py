@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from aio.models.base import RestorationModel
-from aio.models.prompts import (PromptExtractor, TaskPromptMaps, add_prompt_linears, check_prompt_kind, modulate,
-                                prompt_input)
+from aio.models.prompts import (PromptExtractor, TaskPromptMaps, add_prompt_linears, check_prompt_kind,
+                                modulate_at, prompt_input)
 from aio.models.registry import register_model
 from aio.models.srresnet import ResidualBlockNoBN, check_upscale
 
@@ -32,7 +32,8 @@ class PromptedSRResNet(RestorationModel):
     prompt_kind = "explicit"
 
     def __init__(self, num_in_ch: int = 3, num_out_ch: int = 3, num_feat: int = 64, prompt_nf: int = 64,
-                 num_block: int = 16, upscale: int = 1, prompt_tasks: Sequence[str] | None = None, prompt_maps: str | None = None):
+                 num_block: int = 16, upscale: int = 1, prompt_tasks: Sequence[str] | None = None,
+                 prompt_maps: str | None = None):
         super().__init__()
         check_upscale(upscale)
         self.prompt = check_prompt_kind(self.prompt_kind)
@@ -51,16 +52,13 @@ class PromptedSRResNet(RestorationModel):
         self.lrelu = nn.LeakyReLU(negative_slope=0.1, inplace=True)
         self.task_maps = TaskPromptMaps(prompt_tasks, prompt_maps) if explicit else None
 
-    def _mod(self, feat: torch.Tensor, p: torch.Tensor, suffix: str) -> torch.Tensor:
-        return modulate(feat, getattr(self, f"prompt_scale{suffix}")(p), getattr(self, f"prompt_shift{suffix}")(p))
-
     def forward(self, x: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
         p = self.F_ext_net(prompt_input(self.task_maps, x, task).to(x.dtype))
         feat = self.lrelu(self.conv_first(x))
         for k in range(1, self.num_block + 1):
-            feat = self._mod(getattr(self, f"body{k}")(feat), p, str(k))
-        feat = self._mod(self.lrelu(self.conv_hr(feat)), p, "hr")
-        return self._mod(self.conv_last(feat), p, "out") + x
+            feat = modulate_at(self, getattr(self, f"body{k}")(feat), p, str(k))
+        feat = modulate_at(self, self.lrelu(self.conv_hr(feat)), p, "hr")
+        return modulate_at(self, self.conv_last(feat), p, "out") + x
 
 
 @register_model("srresnet_ep")

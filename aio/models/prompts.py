@@ -123,6 +123,12 @@ def modulate(feat: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> to
     return feat * scale.view(-1, c, 1, 1) + shift.view(-1, c, 1, 1) + feat
 
 
+def modulate_at(module: nn.Module, feat: torch.Tensor, prompt: torch.Tensor, suffix: str) -> torch.Tensor:
+    """:func:`modulate` ``feat`` with ``module``'s ``prompt_scale<suffix>`` / ``prompt_shift<suffix>`` of ``prompt``."""
+    scale, shift = getattr(module, f"prompt_scale{suffix}"), getattr(module, f"prompt_shift{suffix}")
+    return modulate(feat, scale(prompt), shift(prompt))
+
+
 def check_prompt_kind(prompt: str) -> str:
     """``prompt`` if it is ``explicit`` or ``adaptive``; else a one-line error."""
     if prompt not in ("explicit", "adaptive"):
