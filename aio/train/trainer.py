@@ -225,7 +225,7 @@ class Trainer:
         self.loss_fn = self.run_loss if same_loss else build_loss(phase.loss).to(self.device)
         self.extra_losses = [build_loss(node).to(self.device) for node in phase.extra_losses]
         if state is not None and state.get("loss"):
-            self.loss_fn.load_state_dict(state["loss"])
+            self.loss_fn.load_state_dict(state["loss"], strict=False)  # e.g. GFL's curriculum position
         self.augmenter = build_batch_augment(phase.augment)
         if self.ema is not None:
             self.ema.decay = float(phase.ema_decay if phase.ema_decay is not None else t.ema.decay)
@@ -312,7 +312,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "scaler": self.scaler.state_dict(),
-            "loss": self.loss_fn.state_dict(),
+            "loss": _loss_state(self.loss_fn),
             "step": self.step,
             "phase": self.phase.index,
             "phase_name": self.phase.name,
@@ -591,6 +591,12 @@ class Trainer:
             flag = torch.tensor([1.0 if self.stop_requested else 0.0], device=self.device)
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
             self.stop_requested = bool(flag.item() > 0)
+
+
+def _loss_state(loss_fn: nn.Module) -> dict[str, torch.Tensor]:
+    """The loss's persistent buffers (a curriculum position), not its parameters (a frozen VGG)."""
+    params = {name for name, _ in loss_fn.named_parameters()}
+    return {k: v for k, v in loss_fn.state_dict().items() if k not in params}
 
 
 def _phase_copies(metrics: dict[str, float], phase: str) -> dict[str, float]:
