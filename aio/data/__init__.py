@@ -18,11 +18,11 @@ def build_train_dataset(cfg_dataset):
         from .synthetic import SyntheticTrainDataset
 
         return SyntheticTrainDataset(cfg_dataset)
-    if kind in ("aio", "cdd11"):
+    if kind in ("aio", "cdd11", "mio"):
         from .layouts import PairedTrainDataset
 
         return PairedTrainDataset(cfg_dataset)
-    raise ValueError(f"dataset.kind={kind!r} unknown (synthetic | aio | cdd11)")
+    raise ValueError(f"dataset.kind={kind!r} unknown (synthetic | aio | cdd11 | mio)")
 
 
 def build_val_sets(cfg_dataset):
@@ -32,11 +32,11 @@ def build_val_sets(cfg_dataset):
         from .synthetic import build_synthetic_val_sets
 
         return build_synthetic_val_sets(cfg_dataset)
-    if kind in ("aio", "cdd11"):
+    if kind in ("aio", "cdd11", "mio"):
         from .layouts import build_real_val_sets
 
         return build_real_val_sets(cfg_dataset)
-    raise ValueError(f"dataset.kind={kind!r} unknown (synthetic | aio | cdd11)")
+    raise ValueError(f"dataset.kind={kind!r} unknown (synthetic | aio | cdd11 | mio)")
 
 
 def check_dataset(cfg_dataset, verify: bool = True):

@@ -180,11 +180,11 @@ def check_dataset(cfg, verify: bool = True) -> CheckReport:
     report = CheckReport(str(cfg.name), str(cfg.kind), str(cfg.root))
     if cfg.kind == "synthetic":
         _check_synthetic(cfg, report, verify)
-    elif cfg.kind in ("aio", "cdd11"):
+    elif cfg.kind in ("aio", "cdd11", "mio"):
         _check_real(cfg, report, verify)
     else:
         report.problems.append(Problem("error", "unknown kind", "dataset.kind",
-                                       f"{cfg.kind!r} (synthetic | aio | cdd11)"))
+                                       f"{cfg.kind!r} (synthetic | aio | cdd11 | mio)"))
     seen, unique = set(), []
     for p in report.problems:  # tasks sharing a folder (denoise_15/25/50) report a file once
         key = (p.severity, p.kind, p.path)

@@ -235,8 +235,12 @@ def _train_listing(cfg, task: str) -> Listing:
     cache, skip = bool(cfg.cache), bool(cfg.skip_bad)
     if cfg.kind == "cdd11":
         return list_pairs(root / "train" / task, root / "train" / "clear", cache=cache, skip_bad=skip)
+    if cfg.kind == "mio":
+        from .mio import mio_train_listing
+
+        return mio_train_listing(root, task, cache=cache, skip_bad=skip)
     if cfg.kind != "aio":
-        raise ValueError(f"dataset.kind={cfg.kind!r} has no folder layout (synthetic | aio | cdd11)")
+        raise ValueError(f"dataset.kind={cfg.kind!r} has no folder layout (synthetic | aio | cdd11 | mio)")
     if task.startswith("denoise"):
         return list_clean(root / DENOISE_DIR, cache=cache)
     if task not in AIO_TRAIN:
@@ -259,7 +263,11 @@ def test_listing(cfg, spec) -> Listing:
         return list_pairs(folder / "input", folder / "target", key_in=key_haze_id, skip_bad=bool(cfg.skip_bad))
     if layout == "cdd11":
         return list_pairs(folder, folder.parent / "clear", skip_bad=bool(cfg.skip_bad))
-    raise ValueError(f"test set layout {layout!r} unknown (clean | paired | dehaze | cdd11)")
+    if layout == "mio":
+        from .mio import mio_test_listing
+
+        return mio_test_listing(root, folder, skip_bad=bool(cfg.skip_bad))
+    raise ValueError(f"test set layout {layout!r} unknown (clean | paired | dehaze | cdd11 | mio)")
 
 
 # ------------------------------------------------------------------------------------------ datasets
