@@ -18,6 +18,7 @@ from aio.losses.gfl import GuidedFrequencyLoss
 from aio.losses.mixed import MixedLoss
 from aio.losses.perceptual import PerceptualLoss, PerceptualWeightsError
 from aio.losses.pixel import CharbonnierLoss, EdgeLoss, FFTLoss, L1Loss
+from aio.losses.segmentation import ABAIRLoss
 
 
 def _perceptual(perceptual: Mapping | None = None, weight: float = 1.0) -> PerceptualLoss:
@@ -32,6 +33,7 @@ LOSSES = {
     "perceptual": _perceptual,
     "mixed": MixedLoss,
     "gfl": GuidedFrequencyLoss,
+    "abair": ABAIRLoss,
 }
 
 __all__ = ["build_loss", "LOSSES", "L1Loss", "CharbonnierLoss", "FFTLoss", "EdgeLoss", "PerceptualLoss",
