@@ -25,15 +25,16 @@ from pathlib import Path
 from aio.config import register_configs
 
 
-def compose(overrides: list[str]):
-    """The ``aio-train`` config for ``overrides`` (no Hydra run folder: the caller names it)."""
+def compose(overrides: list[str], config_name: str = "train"):
+    """The ``aio-train`` (or ``aio-eval``: ``config_name="eval"``) config for ``overrides``, without a Hydra
+    run folder (the caller names it)."""
     from hydra import compose as hydra_compose, initialize_config_dir
 
     from aio.paths import CONF_DIR
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose(config_name="train", overrides=list(overrides))
+        return hydra_compose(config_name=config_name, overrides=list(overrides))
 
 
 def run_phase(overrides: list[str], run_dir: Path) -> Path:
