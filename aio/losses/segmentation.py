@@ -63,28 +63,21 @@ class ABAIRLoss(nn.Module):
             rest, rterms = self.restoration(output.restored, target)
             total = total + self.restoration_weight * rest
             terms.update({k: self.restoration_weight * v.detach() for k, v in rterms.items()})
-        seg = output.extras.get("seg_logits")
-        if seg is not None and self.seg_weight > 0:
-            tgt = _soft_targets(batch, "deg_map", seg.shape[1], seg, spatial=True)
+        for short, logits_key, target_key, spatial, weight, fix in (
+                ("seg", "seg_logits", "deg_map", True, self.seg_weight,
+                 "model.seg_classes must be the dataset's tasks"),
+                ("est", "est_logits", "deg_prob", False, self.est_weight,
+                 "model.adapters must be the dataset's tasks in the estimator phase")):
+            logits = output.extras.get(logits_key)
+            if logits is None or weight <= 0:
+                continue
+            tgt = _soft_targets(batch, target_key, logits.shape[1], logits, spatial=spatial)
             if tgt is None:
-                raise ValueError("loss.seg_weight > 0 but the batch has no deg_map or task labels")
-            if tgt.shape != seg.shape:
-                raise ValueError(f"seg_logits {tuple(seg.shape)} vs deg_map {tuple(tgt.shape)}: model.seg_classes "
-                                 "must be the dataset's tasks")
-            l_seg = F.cross_entropy(seg, tgt)
-            total = total + self.seg_weight * l_seg
-            terms["l_seg"] = self.seg_weight * l_seg.detach()
-            terms["seg_acc"] = (seg.argmax(1) == tgt.argmax(1)).float().mean().detach()
-        est = output.extras.get("est_logits")
-        if est is not None and self.est_weight > 0:
-            tgt = _soft_targets(batch, "deg_prob", est.shape[1], est, spatial=False)
-            if tgt is None:
-                raise ValueError("loss.est_weight > 0 but the batch has no deg_prob or task labels")
-            if tgt.shape != est.shape:
-                raise ValueError(f"est_logits {tuple(est.shape)} vs deg_prob {tuple(tgt.shape)}: model.adapters "
-                                 "must be the dataset's tasks in the estimator phase")
-            l_est = F.cross_entropy(est, tgt)
-            total = total + self.est_weight * l_est
-            terms["l_est"] = self.est_weight * l_est.detach()
-            terms["est_acc"] = (est.argmax(1) == tgt.argmax(1)).float().mean().detach()
+                raise ValueError(f"loss.{short}_weight > 0 but the batch has no {target_key} or task labels")
+            if tgt.shape != logits.shape:
+                raise ValueError(f"{logits_key} {tuple(logits.shape)} vs {target_key} {tuple(tgt.shape)}: {fix}")
+            ce = F.cross_entropy(logits, tgt)
+            total = total + weight * ce
+            terms[f"l_{short}"] = weight * ce.detach()
+            terms[f"{short}_acc"] = (logits.argmax(1) == tgt.argmax(1)).float().mean().detach()
         return total, terms

@@ -294,7 +294,7 @@ class ABAIR(RestorationModel):
                 own[k].copy_(v)
 
 
-# -- parts files --------------------------------------------------------------------------------------------------------
+# -- parts files -------------------------------------------------------------------------------------------------
 def split_parts(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     """Split an ABAIR state dict into ``backbone`` / ``seg_head`` / ``estimator`` / ``adapters[name]`` (full
     keys kept, so each part loads back into the model by name)."""
@@ -358,7 +358,7 @@ def export_parts(checkpoint: str | os.PathLike, path: str | os.PathLike) -> Path
     return save_parts(model, path)
 
 
-# -- evaluation helpers (aio-eval) ----------------------------------------------------------------------------------
+# -- evaluation helpers (aio-eval) ----------------------------------------------------------------------------
 def prepare_eval(model: nn.Module, abair_cfg: Mapping | None, task_names: Sequence[str] | None) -> str | None:
     """Set an ABAIR model up for evaluation: frozen, ``abair.blend`` (default ``sw``), and the evaluated
     dataset's task names for ``oracle``; returns the blend used (None for other models, which only check
