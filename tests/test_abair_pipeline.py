@@ -11,10 +11,10 @@ from mlflow.tracking import MlflowClient
 
 from conftest import compose_train
 
-FAST = ["scale=tiny", "trainer.max_steps=6", "trainer.warmup_steps=1", "trainer.val_every=6",
-        "trainer.checkpoint_every=6", "trainer.log_every=1", "trainer.progress=false", "trainer.device=cpu",
+FAST = ["scale=tiny", "trainer.max_steps=4", "trainer.warmup_steps=1", "trainer.val_every=4",
+        "trainer.checkpoint_every=4", "trainer.log_every=1", "trainer.progress=false", "trainer.device=cpu",
         "dataset.batch_size=2", "dataset.patch_size=32", "dataset.num_workers=0", "dataset.epoch_size=8",
-        "dataset.val.crops_per_task=2", "dataset.val.crop_size=32", "model.estimator.input_size=32",
+        "dataset.val.crops_per_task=1", "dataset.val.crop_size=32", "model.estimator.input_size=32",
         "trainer.lr=0.02"]
 
 
@@ -41,6 +41,7 @@ def _metric_keys(uri: str, run_dir) -> set[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # 5 training runs and 3 evaluations: ~4 min on 2 idle cores
 def test_three_phases_blends_and_adding_a_degradation(tmp_path, mlflow_store):
     from aio.cli.abair import add_degradation, pipeline
     from aio.cli.eval import evaluate_checkpoint

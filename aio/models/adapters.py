@@ -143,8 +143,8 @@ class _Adapted:
             return y
         for k, name in enumerate(self.state.names):
             wk = w[:, k]
-            if name not in self.adapters or not bool((wk != 0).any()):
-                continue
+            if name not in self.adapters or (wk.device.type != "meta" and not bool((wk != 0).any())):
+                continue  # (meta tensors: FLOP counting, which cannot read values)
             upd = self.adapters[name](x)
             y = y + wk.to(upd.dtype).view(-1, *([1] * (upd.dim() - 1))) * upd
         return y
