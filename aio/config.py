@@ -20,10 +20,12 @@ def register_configs() -> None:
         return
     from aio.data.config import DatasetConfig
     from aio.train.config import TrainerConfig
+    from aio.train.phases import StrategyConfig
 
     cs = ConfigStore.instance()
     cs.store(group="trainer", name="base_trainer", node=TrainerConfig)
     cs.store(group="dataset", name="base_dataset", node=DatasetConfig)
+    cs.store(group="strategy", name="base_strategy", node=StrategyConfig)
     OmegaConf.register_new_resolver("aio_repo_root", lambda: str(REPO_ROOT), replace=True)
     OmegaConf.register_new_resolver("aio_outputs_dir", lambda: str(outputs_dir()), replace=True)
     _registered = True

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from aio.losses import LOSSES, PerceptualWeightsError, build_loss
 from aio.paths import CONF_DIR
 
-NAMES = ["l1", "charbonnier", "fft", "edge", "perceptual", "mixed", "gfl"]
+NAMES = ["l1", "charbonnier", "fft", "edge", "perceptual", "mixed", "gfl", "gfl_banded"]
 
 
 def _cfg(name: str, **kw):
@@ -40,7 +40,7 @@ def test_identical_images_and_gradients(name, images):
     p, t = images
     loss = build_loss(_cfg(name))
     total, terms = loss(t.clone(), t)
-    eps_floor = 1e-3 * (3 if name == "gfl" else 1)  # Charbonnier terms equal eps at zero error
+    eps_floor = 1e-3 * (3 if name == "gfl_banded" else 1)  # Charbonnier terms equal eps at zero error
     assert 0 <= total.item() <= eps_floor + 1e-6
     pred = p.clone().requires_grad_(True)
     total, terms = loss(pred, t)
@@ -48,7 +48,7 @@ def test_identical_images_and_gradients(name, images):
     total.backward()
     assert pred.grad is not None and torch.isfinite(pred.grad).all() and pred.grad.abs().sum() > 0
     assert terms and all(v.ndim == 0 and not v.requires_grad for v in terms.values())
-    assert set(terms) <= {"l_pix", "l_percep", "l_edge", "l_freq", "l_lap"}
+    assert set(terms) <= {"l_pix", "l_percep", "l_edge", "l_freq", "l_lap", "l_gfl"}
     assert math.isclose(sum(v.item() for v in terms.values()), total.item(), rel_tol=1e-5)
 
 
@@ -83,7 +83,7 @@ def test_mixed_reports_each_term(images):
 
 def test_bf16_autocast_inputs(images):
     p, t = images
-    for name in ("fft", "gfl", "mixed"):
+    for name in ("fft", "gfl", "gfl_banded", "mixed"):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             total, _ = build_loss(_cfg(name))(p.bfloat16(), t.bfloat16())
         assert total.dtype == torch.float32 and torch.isfinite(total)
@@ -91,7 +91,7 @@ def test_bf16_autocast_inputs(images):
 
 def test_gfl_gradual_band_and_adaptive_weights(images):
     p, t = images
-    loss = build_loss(_cfg("gfl", ramp_steps=4, start_radius=0.25))
+    loss = build_loss(_cfg("gfl_banded", ramp_steps=4, start_radius=0.25))
     loss.train()
     assert loss.current_radius == pytest.approx(0.25)
     radii = []
@@ -106,7 +106,7 @@ def test_gfl_gradual_band_and_adaptive_weights(images):
     assert terms["l_freq"].item() == pytest.approx(terms["l_pix"].item(), rel=1e-4)
     loss.set_progress(0.0)
     assert loss.current_radius == pytest.approx(0.25)
-    fixed = build_loss(_cfg("gfl", adaptive=False))
+    fixed = build_loss(_cfg("gfl_banded", adaptive=False))
     _, t2 = fixed(p, t)
     assert t2["l_freq"].item() != pytest.approx(t2["l_pix"].item(), rel=1e-3)
 
@@ -153,3 +153,37 @@ def test_perceptual_loads_local_state_dict(tmp_path, images):
     torch.save({k[len("features."):]: v for k, v in sd.items() if k.startswith("features.")}, tmp_path / "f.pth")
     loss2 = build_loss({"name": "perceptual", "perceptual": {"weights": str(tmp_path / "f.pth"), "layers": layers}})
     assert loss2(p, t)[0].item() == pytest.approx(total.item())
+
+
+def test_gfl_as_published_one_charbonnier_and_its_curriculum():
+    """The published formula written out for one image: the masked FFT columns follow the curriculum."""
+    g = torch.Generator().manual_seed(1)
+    t = torch.rand(1, 3, 16, 24, generator=g)
+    p = t + 0.05 * torch.randn(1, 3, 16, 24, generator=g)
+    loss = build_loss(_cfg("gfl", start_frequency=4, end_frequency=20))
+    kernel = loss.kernel[0, 0]
+
+    def lap(x):
+        blur = lambda z: torch.nn.functional.conv2d(torch.nn.functional.pad(z, (2, 2, 2, 2), mode="replicate"),
+                                                    kernel.expand(3, 1, 5, 5), groups=3)
+        low = blur(x)
+        up = torch.zeros_like(low)
+        up[..., ::2, ::2] = 4 * low[..., ::2, ::2]
+        return x - blur(up)
+
+    def by_hand(end):
+        keep = torch.zeros(24)
+        keep[:4] = 1
+        keep[end:] = 1
+        d = (torch.fft.fft2(p, norm="ortho") - torch.fft.fft2(t, norm="ortho")) * keep
+        return torch.sqrt((p - t) ** 2 + d.abs() ** 2 + (lap(p) - lap(t)) ** 2 + 1e-6).mean()
+
+    for s, end in ((0.0, 4), (0.5, 12), (1.0, 20)):
+        loss.set_progress(s)
+        assert loss.current_end == end
+        total, terms = loss(p, t)
+        assert total.item() == pytest.approx(by_hand(end).item(), rel=1e-6) and set(terms) == {"l_gfl"}
+    full, _ = (loss.set_progress(0.0), loss(p, t))[1]
+    loss.set_progress(1.0)
+    assert loss(p, t)[0] < full  # later in the curriculum fewer frequencies count
+    assert float(loss.state_dict()["progress"]) == 1.0  # the position is saved with the checkpoint

@@ -1,6 +1,6 @@
 """Training losses. ``build_loss(cfg.loss)`` -> nn.Module; ``total, terms = loss_fn(pred, target)``.
 
-``terms`` maps a term name (``l_pix``, ``l_percep``, ``l_edge``, ``l_freq``, ``l_lap``) to a detached
+``terms`` maps a term name (``l_pix``, ``l_percep``, ``l_edge``, ``l_freq``, ``l_lap``, ``l_gfl``) to a detached
 scalar: each is the weighted contribution of that term to ``total``. Modules expose ``random_init`` (True
 only when a perceptual VGG was explicitly randomly initialised, so the trainer can tag the run).
 
@@ -14,7 +14,7 @@ from typing import Any
 
 import torch.nn as nn
 
-from aio.losses.gfl import GuidedFrequencyLoss
+from aio.losses.gfl import BandedFrequencyLoss, GuidedFrequencyLoss
 from aio.losses.mixed import MixedLoss
 from aio.losses.perceptual import PerceptualLoss, PerceptualWeightsError
 from aio.losses.pixel import CharbonnierLoss, EdgeLoss, FFTLoss, L1Loss
@@ -33,11 +33,12 @@ LOSSES = {
     "perceptual": _perceptual,
     "mixed": MixedLoss,
     "gfl": GuidedFrequencyLoss,
+    "gfl_banded": BandedFrequencyLoss,
     "abair": ABAIRLoss,
 }
 
 __all__ = ["build_loss", "LOSSES", "L1Loss", "CharbonnierLoss", "FFTLoss", "EdgeLoss", "PerceptualLoss",
-           "MixedLoss", "GuidedFrequencyLoss", "PerceptualWeightsError"]
+           "MixedLoss", "GuidedFrequencyLoss", "BandedFrequencyLoss", "PerceptualWeightsError"]
 
 
 def _to_dict(cfg: Any) -> dict:

@@ -9,9 +9,11 @@ Tags: ``aio.sweep`` (sweep name on parent and children), ``aio.sweep_dir``, ``ai
 ``aio.checkpoint``, ``aio.seed``, ``aio.phase`` / ``aio.phases``, ``aio.strategy``.
 
 Metrics: ``train/<term>``, ``val/<set>/<metric>`` with ``<set> = avg`` for the mean over sets,
-``val@<phase>/<set>/<metric>`` (the validation at the end of a named phase), ``test/<set>/<metric>`` and
+``val:<phase>/<set>/<metric>`` (the validation at the end of a named phase; MLflow refuses ``@`` in
+metric names, so the phase is joined with a colon), ``test/<set>/<metric>`` and
 ``test_<tta>/<set>/<metric>`` (evaluation after training, e.g. ``test_x8``), ``model/params_m``,
-``model/gflops_256``, ``phase`` (index of the current phase, logged at each boundary).
+``model/gflops_256``, ``phase`` (index of the current phase, logged at each boundary), ``model/trainable_params`` (the number of
+parameters that train in the phase, logged at each boundary).
 """
 
 from __future__ import annotations
@@ -43,8 +45,8 @@ def train_metric(term: str) -> str:
 
 
 def val_metric(set_name: str, metric: str, phase: str | None = None) -> str:
-    """``val/<set>/<metric>``, or ``val@<phase>/<set>/<metric>`` for the end-of-phase validation."""
-    prefix = "val" if phase is None else f"val@{phase}"
+    """``val/<set>/<metric>``, or ``val:<phase>/<set>/<metric>`` for the end-of-phase validation."""
+    prefix = "val" if phase is None else f"val:{phase}"
     return f"{prefix}/{set_name}/{metric}"
 
 
@@ -52,3 +54,6 @@ def test_metric(set_name: str, metric: str, tta: str | None = None) -> str:
     """``test/<set>/<metric>``, or ``test_<tta>/<set>/<metric>`` when evaluated with test-time augmentation."""
     prefix = "test" if not tta else f"test_{tta}"
     return f"{prefix}/{set_name}/{metric}"
+
+
+TRAINABLE_PARAMS = "model/trainable_params"

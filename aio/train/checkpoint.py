@@ -34,12 +34,30 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a checkpoint gets the usual file mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete ``.<name>.*.tmp`` files a kill during a save left behind (the renamed file is never one)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = sorted(folder.glob(f".{CHECKPOINT_NAME}.*.tmp"))
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def resolve_checkpoint_path(path_or_dir: str | os.PathLike) -> Path:

@@ -16,6 +16,14 @@ class EmaConfig:
 
 
 @dataclass
+class TestConfig:
+    """Evaluation of the preset's test sets after the last phase (``test/...`` and ``test_<tta>/...``)."""
+
+    enabled: bool = False
+    tta: list[str] = field(default_factory=lambda: ["none", "x8"])  # none | x8 | flip, one pass each
+
+
+@dataclass
 class TrainerConfig:
     """Iteration-based training schedule and numerics."""
 
@@ -38,4 +46,5 @@ class TrainerConfig:
     num_val_samples: int = 4  # validation samples in the logged PNG grid
     resume: str = "auto"  # auto (continue from <run dir>/checkpoints/last.pt if present) | never | <file or dir>
     fine_tune_from: Optional[str] = None  # weights only, from an aio checkpoint or an official one
-    progress: bool = True
+    progress: bool = True  # a tqdm bar on a terminal (in files and pipes: one logged line per log_every)
+    test: TestConfig = field(default_factory=TestConfig)
