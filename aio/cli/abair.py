@@ -8,7 +8,7 @@ Examples::
     python -m aio.cli.abair params --ranks 4 8 16                               # adapter parameter counts
     python -m aio.cli.abair export outputs/abair/phase3 outputs/abair/parts.pt  # backbone/adapters/estimator
 
-Every phase is an ordinary ``aio-train`` run (``+strategy=abair_pretrain|abair_adapters|abair_estimator``,
+Every phase is an ordinary ``aio-train`` run (``strategy=abair_pretrain|abair_adapters|abair_estimator``,
 each in ``<out>/phase<k>``, each its own MLflow run) started from the previous phase's checkpoint through
 ``model.init_from``; trailing ``key=value`` arguments are Hydra overrides applied to every phase, and
 ``--phase1/--phase2/--phase3 "k=v ..."`` add overrides to one phase. ``add`` trains one new adapter (the backbone
@@ -51,10 +51,10 @@ def run_phase(overrides: list[str], run_dir: Path) -> Path:
 
 def pipeline(out: Path, common: list[str], per_phase: dict[int, list[str]]) -> dict[str, Path]:
     """Phases I -> II -> III; returns ``{"phase1": ckpt, "phase2": ckpt, "phase3": ckpt}``."""
-    p1 = run_phase(["+strategy=abair_pretrain", *common, *per_phase.get(1, [])], out / "phase1")
-    p2 = run_phase(["+strategy=abair_adapters", f"model.init_from={p1}", *common, *per_phase.get(2, [])],
+    p1 = run_phase(["strategy=abair_pretrain", *common, *per_phase.get(1, [])], out / "phase1")
+    p2 = run_phase(["strategy=abair_adapters", f"model.init_from={p1}", *common, *per_phase.get(2, [])],
                    out / "phase2")
-    p3 = run_phase(["+strategy=abair_estimator", f"model.init_from={p2}", *common, *per_phase.get(3, [])],
+    p3 = run_phase(["strategy=abair_estimator", f"model.init_from={p2}", *common, *per_phase.get(3, [])],
                    out / "phase3")
     return {"phase1": p1, "phase2": p2, "phase3": p3}
 
@@ -74,10 +74,11 @@ def add_degradation(base: str | Path, task: str, out: Path, common: list[str], r
     adapters = "[" + ",".join(old + [task]) + "]"
     keep = [f"model.seg_classes=[{','.join(base_model['seg_classes'])}]"]  # the phase-I head, unchanged
     keep += [f"++dataset.recipes.{task}={recipe}"] if recipe else []
-    new = run_phase(["+strategy=abair_adapters", f"model.init_from={base_ckpt}", f"dataset.tasks=[{task}]",
-                     f"model.adapters={adapters}", f"model.train_adapters=[{task}]", *keep, *common,
+    new = run_phase(["strategy=abair_adapters", f"model.init_from={base_ckpt}", f"dataset.tasks=[{task}]",
+                     f"model.adapters={adapters}", f"model.train_adapters=[{task}]",
+                     f"strategy.phases.0.train_only=[*.adapters.{task}.*]", *keep, *common,
                      *per_phase.get(2, [])], out / "adapter")
-    est = run_phase(["+strategy=abair_estimator", f"model.init_from={new}", f"dataset.tasks={adapters}", *keep,
+    est = run_phase(["strategy=abair_estimator", f"model.init_from={new}", f"dataset.tasks={adapters}", *keep,
                      *common, *per_phase.get(3, [])], out / "estimator")
     return {"adapter": new, "estimator": est}
 
