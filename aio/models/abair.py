@@ -237,10 +237,6 @@ class ABAIR(RestorationModel):
             extras["blend"] = weights.detach()
         return ModelOutput(restored, extras)
 
-    @torch.no_grad()
-    def aux_metrics(self) -> dict[str, float]:
-        return {}
-
     # -- parts -------------------------------------------------------------------------------------------------------
     def adapter_parameter_count(self, name: str | None = None) -> int:
         return count_adapter_parameters(self.backbone, name)
