@@ -7,6 +7,7 @@ AIO (``dataset.kind=aio``)::
     <root>/Train/Dehaze/synthetic/partK/<id>_<A>_<beta>.jpg  original/<id>.png  (id = before first "_")
     <root>/Train/Deblur/blur/*  sharp/*                   (same names)
     <root>/Train/Enhance/low/*  gt/*                      (same names)
+    <root>/Train/Desnow/snowy/*  gt/*                     (same names; preset derain_desnow)
     test sets: declared in the preset (``dataset.test_sets``)
 
 CDD-11 (``dataset.kind=cdd11``, OneRestore release): ``<root>/{train,test}/<category>/<name>`` with the
@@ -197,6 +198,7 @@ AIO_TRAIN = {
     "dehaze": ("paired", "Train/Dehaze/synthetic", "Train/Dehaze/original", key_haze_id, key_stem, True),
     "deblur": ("paired", "Train/Deblur/blur", "Train/Deblur/sharp", key_stem, key_stem, False),
     "lowlight": ("paired", "Train/Enhance/low", "Train/Enhance/gt", key_stem, key_stem, False),
+    "desnow": ("paired", "Train/Desnow/snowy", "Train/Desnow/gt", key_stem, key_stem, False),
 }
 AIO_TRAIN["enhance"] = AIO_TRAIN["lowlight"]
 DENOISE_DIR = "Train/Denoise"
