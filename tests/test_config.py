@@ -11,7 +11,7 @@ from aio.paths import CONF_DIR
 from conftest import compose_train
 
 GROUPS = ["backbone", "gate", "lora_ratio", "loss", "dataset", "trainer", "logger", "paths", "launcher", "scale",
-          "experiment", "debug", "prompt"]
+          "experiment", "debug", "prompt", "strategy", "augment"]
 
 
 def _options(group: str) -> list[str]:

@@ -192,3 +192,24 @@ def test_resume_across_a_phase_boundary_is_exact_and_one_mlflow_run(tmp_path, ml
     assert run.data.tags["aio.phase"] == "ft" and run.data.tags["aio.phases"] == "warm,ft"
     steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/loss"))
     assert steps == list(range(1, 5))
+
+
+def test_misspelt_phase_key_is_refused_at_compose_time():
+    from hydra.errors import ConfigCompositionException
+    from omegaconf.errors import ConfigKeyError
+
+    with pytest.raises((ConfigCompositionException, ConfigKeyError)):
+        compose_train(["strategy=progressive", "strategy.phases.0.lr_scal=0.5"])
+    cfg = compose_train(["strategy=progressive", "strategy.phases.1.lr_scale=0.25"])
+    assert cfg.strategy.phases[1].lr_scale == 0.25
+
+
+def test_gfl_curriculum_advances_per_optimizer_step_over_the_phase_and_is_saved(tmp_path):
+    cfg = _cfg([{"name": "only", "steps": 4}], grad_accum=2, checkpoint_every=100, val_every=100)
+    with open_dict(cfg):
+        cfg.loss = OmegaConf.create({"name": "gfl", "start_frequency": 2, "end_frequency": 30})
+    seen = []
+    trainer = Trainer(cfg, tmp_path / "run", callbacks=[lambda tr: seen.append(float(tr.loss_fn.progress))])
+    trainer.fit()
+    assert seen == [0.0, 0.25, 0.5, 0.75]  # set before each optimizer step, not per micro-batch (grad_accum=2)
+    assert float(ckpt_io.load_checkpoint(tmp_path / "run")["loss"]["progress"]) == 0.75

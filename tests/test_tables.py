@@ -225,7 +225,7 @@ def test_published_rows_line_up_with_aio_set_names():
     assert list(aio5.index) == ["pub:AdaIR"] and aio5.loc["pub:AdaIR", "LOLv1/psnr"] == 23.00
     cdd = published_rows("cdd11", ["OneRestore"])
     assert cdd.loc["pub:OneRestore", "avg/ssim"] == 0.8784
-    with pytest.raises(PublishedError, match="known: AIO-3, AIO-5, CDD11"):
+    with pytest.raises(PublishedError, match="known: AIO-3, AIO-5, CDD11, RainSnow"):
         published_rows("AIO-7")
     with pytest.raises(PublishedError, match="no published AIO-3 numbers for NoSuchNet"):
         published_rows("AIO-3", ["NoSuchNet"])
@@ -237,7 +237,7 @@ def test_published_csv_is_the_reference_copy():
         pytest.skip("reference CSV not available here")
     from aio.tables.published import csv_path
 
-    assert csv_path().read_bytes().startswith(ref.read_bytes())  # method branches append rows (DSRIR)
+    assert csv_path().read_bytes().startswith(ref.read_bytes())  # method branches append rows (DSRIR, seed 004)
 
 
 # -------------------------------------------------------------------------------------------------------

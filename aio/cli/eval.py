@@ -80,8 +80,11 @@ def log_to_mlflow(cfg: DictConfig, result, meta: dict, csv_path: Path, checkpoin
     if created:
         logger = cfg.get("logger") or {}
         exp = get_or_create_experiment(client, str(logger.get("experiment", "aio")), logger.get("artifact_location"))
-        run_id = with_retry(lambda: client.create_run(exp, run_name="eval", tags={
-            "aio.kind": "eval", "aio.checkpoint": str(checkpoint)})).info.run_id
+        tags = {"aio.kind": "eval", "aio.checkpoint": str(checkpoint)}
+        if meta.get("abair_blend"):
+            tags["aio.abair_blend"] = str(meta["abair_blend"])
+        run_id = with_retry(lambda: client.create_run(exp, run_name=meta.get("run_name", "eval"),
+                                                      tags=tags)).info.run_id
     import time
 
     from mlflow.entities import Metric
@@ -116,6 +119,10 @@ def evaluate_checkpoint(cfg: DictConfig, out_dir: Path, override_keys: list[str]
     model, ckpt_cfg, meta = load_model_and_state(str(cfg.checkpoint), bool(cfg.get("use_ema", True)), device)
     ds_cfg, origin = choose_dataset_cfg(cfg, ckpt_cfg, override_keys)
     sets = build_val_sets(ds_cfg)
+    from aio.models.abair import add_estimator_accuracy, prepare_eval
+    blend = prepare_eval(model, cfg.get("abair"), list(ds_cfg.get("tasks") or []))  # abair.blend=oh|sw|oracle
+    if blend:  # each blending mode gets its own eval run (not the training run's test/ keys)
+        meta = {**meta, "mlflow_run_id": None, "abair_blend": blend, "run_name": f"eval_{blend}"}
     if e.get("sets"):
         wanted = [str(s) for s in e.sets]
         unknown = [s for s in wanted if s not in sets]
@@ -135,6 +142,7 @@ def evaluate_checkpoint(cfg: DictConfig, out_dir: Path, override_keys: list[str]
         save_dir=save_dir, num_samples=int(e.get("num_samples", 0) or 0), metrics=list(e.get("metrics") or ["psnr", "ssim"]),
         metric_options=metric_options, progress=bool(e.get("progress", True)),
     )
+    add_estimator_accuracy(model, sets, result, device)  # ABAIR checkpoints: est_acc per set
     df = result.to_frame()
     csv_path = out_dir / str(e.get("csv", "results.csv"))
     csv_path.parent.mkdir(parents=True, exist_ok=True)

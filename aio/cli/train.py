@@ -10,6 +10,7 @@ Examples::
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -39,6 +40,8 @@ def run_training(cfg: DictConfig) -> float | None:
     """The Hydra task: train into Hydra's output dir; returns the final average validation PSNR."""
     from aio.train.trainer import Trainer
 
+    from aio.train.run_name import run_label
+
     hc = HydraConfig.get()
     tags = {"aio.overrides": " ".join(hc.overrides.task) or "(defaults)"}
     if hc.mode == RunMode.MULTIRUN:
@@ -46,6 +49,9 @@ def run_training(cfg: DictConfig) -> float | None:
         if "aio.row_label" in tags:
             with open_dict(cfg):
                 cfg.run_name = tags["aio.row_label"]
+    elif not any(o.startswith("run_name=") for o in hc.overrides.task):
+        with open_dict(cfg):  # "baseline strategy=progressive loss=gfl", not just the backbone's name
+            cfg.run_name = run_label(str(cfg.run_name), hc.overrides.task)
     try:
         trainer = Trainer(cfg, hc.runtime.output_dir, tracker_tags=tags)
     except Exception as err:
@@ -57,15 +63,40 @@ def run_training(cfg: DictConfig) -> float | None:
     return metrics.get("val/avg/psnr")
 
 
+def remove_stub_run_dir(run_dir: Path) -> bool:
+    """Delete a failed run's folder when it holds nothing worth keeping (no checkpoint, no samples: only
+    Hydra's ``.hydra``, logs, config.yaml, mlflow_run_id), and its date folder if that is left empty."""
+    import shutil
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir() or (run_dir / "checkpoints").exists() or (run_dir / "samples").exists():
+        return False
+    keep = {".hydra", "config.yaml", "mlflow_run_id"}
+    if any(p.name not in keep and p.suffix != ".log" for p in run_dir.iterdir()):
+        return False
+    shutil.rmtree(run_dir, ignore_errors=True)
+    try:
+        run_dir.parent.rmdir()  # outputs/runs/<date>/ when this was its only run
+    except OSError:
+        pass
+    return True
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         return run_training(cfg)
     except user_error_types() as err:
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
+        if multirun:
             raise  # the sweep records this job as failed and carries on with the others
+        remove_stub_run_dir(Path(HydraConfig.get().runtime.output_dir))
         print(f"aio-train: error: {err}", file=sys.stderr)
         sys.exit(1)
+    except BaseException:
+        if not multirun:
+            remove_stub_run_dir(Path(HydraConfig.get().runtime.output_dir))
+        raise
 
 
 if __name__ == "__main__":

@@ -14,6 +14,10 @@ __all__ = ["build_train_dataset", "build_val_sets", "check_dataset", "read_image
 def build_train_dataset(cfg_dataset):
     """The training Dataset of the preset (with ``.task_names`` and ``.set_epoch(epoch)``)."""
     kind = cfg_dataset.kind
+    if kind == "synthetic" and cfg_dataset.get("abair"):
+        from .abair import ABAIRTrainDataset
+
+        return ABAIRTrainDataset(cfg_dataset)
     if kind == "synthetic":
         from .synthetic import SyntheticTrainDataset
 

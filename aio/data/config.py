@@ -83,6 +83,9 @@ class DatasetConfig:
     # synthetic: probability that a training crop mixes several tasks region-wise (CutMix-style);
     # such items also carry a "label_map" (every item does when > 0)
     mix_prob: float = 0.0
+    # synthetic: ABAIR pre-training mix (single / CutMix / whole-image composites with degradation maps);
+    # empty = off. Keys: see aio/data/abair.py
+    abair: Dict[str, Any] = field(default_factory=dict)
     val: ValConfig = field(default_factory=ValConfig)
     # real presets: name -> test set (names follow the published tables)
     test_sets: Dict[str, TestSetConfig] = field(default_factory=dict)

@@ -10,6 +10,7 @@ AIO (``dataset.kind=aio``)::
     test sets: declared in the preset (``dataset.test_sets``), conventionally
     <root>/test/denoise/{bsd68,urban100}/*  clean (Urban100: the 100 HR images), noise added with val.seed
     <root>/test/derain/Rain100L/{input,target}/*   <root>/test/dehaze/{input,target}/* (SOTS outdoor)
+    <root>/Train/Desnow/snowy/*  gt/*                     (same names; preset derain_desnow)
 
 CDD-11 (``dataset.kind=cdd11``, OneRestore release): ``<root>/{train,test}/<category>/<name>`` with the
 target ``<root>/{train,test}/clear/<name>``.
@@ -199,6 +200,7 @@ AIO_TRAIN = {
     "dehaze": ("paired", "Train/Dehaze/synthetic", "Train/Dehaze/original", key_haze_id, key_stem, True),
     "deblur": ("paired", "Train/Deblur/blur", "Train/Deblur/sharp", key_stem, key_stem, False),
     "lowlight": ("paired", "Train/Enhance/low", "Train/Enhance/gt", key_stem, key_stem, False),
+    "desnow": ("paired", "Train/Desnow/snowy", "Train/Desnow/gt", key_stem, key_stem, False),
 }
 AIO_TRAIN["enhance"] = AIO_TRAIN["lowlight"]
 DENOISE_DIR = "Train/Denoise"

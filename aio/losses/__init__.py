@@ -19,6 +19,7 @@ from aio.losses.gfl import BandedFrequencyLoss, GuidedFrequencyLoss
 from aio.losses.mixed import MixedLoss
 from aio.losses.perceptual import PerceptualLoss, PerceptualWeightsError
 from aio.losses.pixel import CharbonnierLoss, EdgeLoss, FFTLoss, L1Loss
+from aio.losses.segmentation import ABAIRLoss
 
 
 def _perceptual(perceptual: Mapping | None = None, weight: float = 1.0) -> PerceptualLoss:
@@ -35,6 +36,7 @@ LOSSES = {
     "gfl": GuidedFrequencyLoss,
     "gfl_banded": BandedFrequencyLoss,
     "dsrir": DSRIRLoss,
+    "abair": ABAIRLoss,
 }
 
 __all__ = ["build_loss", "LOSSES", "L1Loss", "CharbonnierLoss", "FFTLoss", "EdgeLoss", "PerceptualLoss",

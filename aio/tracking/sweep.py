@@ -84,9 +84,22 @@ def job_tags(cfg: DictConfig, sweep_dir: str | Path, choices: dict[str, str | No
     spec = cfg.get("sweep")
     if spec is not None:
         tags["aio.sweep"] = str(spec.name)
-        key = choices.get(spec.row_key) if spec.get("row_key") else None
+        key = _row_key(cfg, spec.get("row_key"), choices)
         if key is not None:
             tags["aio.row"] = str(key)
             labels = {str(r.key): str(r.label) for r in spec.get("rows", [])}
             tags["aio.row_label"] = labels.get(str(key), str(key))
     return tags
+
+
+def _row_key(cfg: DictConfig, row_key, choices: dict[str, str | None]) -> str | None:
+    """A job's row: the group choice named by ``row_key``, or, for a list of keys (group choices or config
+    keys such as ``strategy.until``), their values joined with ","."""
+    from omegaconf import ListConfig, OmegaConf
+
+    if not row_key:
+        return None
+    if not isinstance(row_key, (list, tuple, ListConfig)):
+        return choices.get(row_key)
+    values = [choices.get(k) if k in choices else OmegaConf.select(cfg, str(k)) for k in row_key]
+    return None if any(v is None for v in values) else ",".join(str(v) for v in values)

@@ -108,6 +108,15 @@ def _plain(node: Any) -> Any:
     return node
 
 
+def _length(p: dict, steps_key: str, epochs_key: str, default: int, n_items: int, images_per_step: int) -> int:
+    """``p[steps_key]``, else ``p[epochs_key]`` converted to steps (the module's length rule), else ``default``."""
+    if p.get(steps_key) is not None:
+        return int(p[steps_key])
+    if p.get(epochs_key) is not None:
+        return _epochs_to_steps(p[epochs_key], n_items, images_per_step)
+    return default
+
+
 def _epochs_to_steps(epochs: float, n_items: int, images_per_step: int) -> int:
     return max(1, math.ceil(float(epochs) * n_items / images_per_step))
 
@@ -150,20 +159,10 @@ def resolve_schedule(cfg, task_items: dict[str, int], world_size: int = 1) -> li
             raise ValueError(f"{where}: batch_size={batch} and patch_size={patch} must be >= 1")
         images_per_step = batch * world_size * int(t.grad_accum)
         n_items = sum(task_items[x] for x in tasks)
-        if p.get("steps") is not None:
-            steps = int(p["steps"])
-        elif p.get("epochs") is not None:
-            steps = _epochs_to_steps(p["epochs"], n_items, images_per_step)
-        else:
-            steps = int(t.max_steps)
+        steps = _length(p, "steps", "epochs", int(t.max_steps), n_items, images_per_step)
         if steps < 1:
             raise ValueError(f"{where}: steps={steps} must be >= 1")
-        if p.get("warmup_steps") is not None:
-            warmup = int(p["warmup_steps"])
-        elif p.get("warmup_epochs") is not None:
-            warmup = _epochs_to_steps(p["warmup_epochs"], n_items, images_per_step)
-        else:
-            warmup = int(t.warmup_steps)
+        warmup = _length(p, "warmup_steps", "warmup_epochs", int(t.warmup_steps), n_items, images_per_step)
         schedule = p.get("schedule") or "restart"
         if schedule not in SCHEDULES:
             raise ValueError(f"{where}: schedule={schedule!r} is not one of {', '.join(SCHEDULES)}")

@@ -1,0 +1,62 @@
+"""Seed 004's sweep end to end at tiny scale: {Charbonnier, GFL} x {no FT, FT1, FT2, FT again}, every row with
+its val PSNR, test PSNR and test PSNR with TTA x8 (computed by evaluation) in MLflow; published rows in the CSV."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from aio.paths import REPO_ROOT
+from aio.tracking import names
+from conftest import compose_train
+
+SWEEP = REPO_ROOT / "sweeps" / "seed004.yaml"
+
+
+def test_seed004_sweep_composes_rows_for_its_grid():
+    spec = compose_train(["sweep=seed004"]).sweep
+    grid = OmegaConf.load(SWEEP).hydra.sweeper.params
+    keys = [f"{loss},{until}" for loss in str(grid["loss"]).split(",")
+            for until in str(grid["strategy.until"]).split(",")]
+    assert [str(r.key) for r in spec.rows] == keys and len(keys) == 8
+    assert [c.metric for c in spec.columns] == [names.val_metric("avg", "psnr"), names.test_metric("avg", "psnr"),
+                                                names.test_metric("avg", "psnr", "x8")]
+
+
+def test_published_seed004_rows_span_the_reported_range():
+    from aio.tables.published import load_published
+
+    df = load_published()
+    rows = df[df.benchmark == "RainSnow"]
+    assert len(rows) == 24 and set(rows.test_set) == {"val", "test", "test_x8"}
+    assert rows.psnr.min() == pytest.approx(29.481) and rows.psnr.max() == pytest.approx(30.733)
+
+
+@pytest.mark.slow
+def test_seed004_sweep_runs_and_logs_all_three_psnr_columns(tmp_path, mlflow_store):
+    from mlflow.tracking import MlflowClient
+
+    cmd = [sys.executable, "-m", "aio.cli.train", "-m", "sweep=seed004", "debug=tiny", "trainer.device=cpu",
+           "trainer.max_steps=4", "dataset.val.crops_per_task=1", "dataset.val.crop_size=32",
+           f"logger.tracking_uri={mlflow_store}", f"logger.artifact_location={tmp_path / 'art'}",
+           "logger.log_images=false", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    env = {**os.environ, "AIO_OUTPUTS": str(tmp_path)}
+    done = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = MlflowClient(tracking_uri=mlflow_store)
+    exp = client.get_experiment_by_name("aio")
+    jobs = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("aio.role") != "parent"]
+    rows = {r.data.tags.get("aio.row"): r for r in jobs}
+    assert sorted(rows) == sorted(str(r.key) for r in compose_train(["sweep=seed004"]).sweep.rows)
+    for key, run in rows.items():
+        assert run.info.status == "FINISHED", key
+        for metric in ("val/avg/psnr", "test/avg/psnr", "test_x8/avg/psnr"):
+            assert metric in run.data.metrics, (key, metric)
+        until = key.split(",")[1]
+        assert f"val:{until}/avg/psnr" in run.data.metrics and run.data.tags["aio.phase"] == until
+    assert rows["gfl,ft3"].data.params["loss.name"] == "gfl"
