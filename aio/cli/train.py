@@ -16,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
-from aio.config import register_configs
+from aio.config import check_command_line, register_configs
 from aio.paths import CONF_DIR
 from aio.tracking.mlflow_tracker import record_failed_run
 from aio.tracking.sweep import job_tags
@@ -58,7 +58,7 @@ def run_training(cfg: DictConfig) -> float | None:
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def hydra_main(cfg: DictConfig) -> float | None:
     try:
         return run_training(cfg)
     except user_error_types() as err:
@@ -66,6 +66,12 @@ def main(cfg: DictConfig) -> float | None:
             raise  # the sweep records this job as failed and carries on with the others
         print(f"aio-train: error: {err}", file=sys.stderr)
         sys.exit(1)
+
+
+def main() -> float | None:
+    """Console entry point: command-line mistakes Hydra lets through are refused before composing."""
+    check_command_line("aio-train", sys.argv[1:], config_name="train")
+    return hydra_main()
 
 
 if __name__ == "__main__":
