@@ -208,10 +208,13 @@ def _run(cmd: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
 
 def test_aio_eval_end_to_end(tmp_path):
     ckpt = _tiny_checkpoint(tmp_path)
-    r = _run([str(BIN / "aio-eval"), f"checkpoint={ckpt.parent.parent}", "logger=none", "eval.progress=false",
+    r = _run([str(BIN / "aio-eval"), f"checkpoint={ckpt.parent.parent}", "logger=none",
               "eval.save_images=true", "eval.num_samples=2", "eval.tile=32", "eval.tile_overlap=8",
               f"hydra.run.dir={tmp_path / 'eval'}"], tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
+    import re
+
+    assert not re.search(r"\b0/\d", r.stdout + r.stderr), "a progress bar's first redraw ('0/3') reached the log"
     assert "checkpoint" in r.stdout and "denoise_25" in r.stdout and "average" in r.stdout
     import pandas as pd
 

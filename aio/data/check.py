@@ -70,8 +70,10 @@ class CheckReport:
         return "\n".join(lines)
 
 
-def _verify(listing: Listing, skip_bad: bool, patch: int | None = None) -> tuple[int, list[Problem]]:
-    """Open every file of ``listing`` (header + structure); returns (#good pairs, problems)."""
+def _verify(listing: Listing, skip_bad: bool, patch: int | None = None,
+            holdout: float = 0.0) -> tuple[int, list[Problem]]:
+    """Open every file of ``listing`` (header + structure); returns (#good pairs, problems). ``holdout``:
+    the right-hand fraction of each image that training crops never touch (synthetic presets)."""
     problems, good = [], 0
     sev = "warning" if skip_bad else "error"
     sizes: dict[str, tuple[int, int] | None] = {}
@@ -94,9 +96,11 @@ def _verify(listing: Listing, skip_bad: bool, patch: int | None = None) -> tuple
             problems.append(Problem(sev, "size mismatch", s.input,
                                     f"{si[0]}x{si[1]} vs target {s.target} {st[0]}x{st[1]}"))
             continue
-        if patch is not None and min(st) < patch:
+        train_w = st[1] if holdout <= 0 else max(1, min(st[1] - 1, int(round(st[1] * (1 - holdout)))))
+        if patch is not None and min(st[0], train_w) < patch:
+            region = "" if train_w == st[1] else f" (training region {st[0]}x{train_w})"
             problems.append(Problem("warning", "smaller than patch", s.target,
-                                    f"{st[0]}x{st[1]} < patch_size {patch} (padded)"))
+                                    f"{st[0]}x{st[1]}{region} < patch_size {patch} (padded)"))
         good += 1
     return good, problems
 
@@ -115,7 +119,7 @@ def _check_synthetic(cfg, report: CheckReport, verify: bool):
     listing = Listing([Sample(str(p), None, p.stem) for p in paths])
     good = len(paths)
     if verify:
-        good, probs = _verify(listing, bool(cfg.skip_bad))
+        good, probs = _verify(listing, bool(cfg.skip_bad), int(cfg.patch_size), float(cfg.val.holdout))
         report.problems += probs
     source = "scikit-image photos" if cfg.root is None else str(cfg.root)
     report.rows.append(Row("clean", source, "-", good, f"{len(paths)} files"))

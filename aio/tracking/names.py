@@ -52,3 +52,8 @@ def test_metric(set_name: str, metric: str, tta: str | None = None) -> str:
     """``test/<set>/<metric>``, or ``test_<tta>/<set>/<metric>`` when evaluated with test-time augmentation."""
     prefix = "test" if not tta else f"test_{tta}"
     return f"{prefix}/{set_name}/{metric}"
+
+# What the data pipeline skips or pads (aio/data/summary.py): a one-line tag and two counts.
+TAG_DATA_SUMMARY = "aio.data_summary"
+DATA_SKIPPED = "data/skipped"
+DATA_PADDED = "data/padded"
