@@ -115,6 +115,11 @@ def evaluate_checkpoint(cfg: DictConfig, out_dir: Path, override_keys: list[str]
     device = pick_device(cfg.get("device", "auto"))
     model, ckpt_cfg, meta = load_model_and_state(str(cfg.checkpoint), bool(cfg.get("use_ema", True)), device)
     ds_cfg, origin = choose_dataset_cfg(cfg, ckpt_cfg, override_keys)
+    ckpt_tasks = ((ckpt_cfg or {}).get("dataset") or {}).get("tasks")
+    if ds_cfg.get("kind") == "folder" and ckpt_tasks:
+        from aio.data.folder import with_tasks_of
+
+        ds_cfg = with_tasks_of(ds_cfg, ckpt_tasks)  # the task label the model was trained with
     sets = build_val_sets(ds_cfg)
     if e.get("sets"):
         wanted = [str(s) for s in e.sets]

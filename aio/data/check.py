@@ -183,9 +183,13 @@ def check_dataset(cfg, verify: bool = True) -> CheckReport:
         _check_synthetic(cfg, report, verify)
     elif cfg.kind in ("aio", "cdd11"):
         _check_real(cfg, report, verify)
+    elif cfg.kind == "folder":
+        from .folder import check_folder
+
+        check_folder(cfg, report, verify)
     else:
         report.problems.append(Problem("error", "unknown kind", "dataset.kind",
-                                       f"{cfg.kind!r} (synthetic | aio | cdd11)"))
+                                       f"{cfg.kind!r} (synthetic | aio | cdd11 | folder)"))
     seen, unique = set(), []
     for p in report.problems:  # tasks sharing a folder (denoise_15/25/50) report a file once
         key = (p.severity, p.kind, p.path)

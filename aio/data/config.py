@@ -62,7 +62,7 @@ class DatasetConfig:
     """The ``dataset`` node. Keys the trainer reads: ``batch_size``, ``num_workers``, ``patch_size``."""
 
     name: str = "synthetic"
-    kind: str = "synthetic"  # synthetic | aio | cdd11
+    kind: str = "synthetic"  # synthetic | aio | cdd11 | folder
     # synthetic: a folder of clean images (null = the colour photos bundled with scikit-image);
     # aio / cdd11: the dataset root (required)
     root: Optional[str] = None
@@ -90,6 +90,11 @@ class DatasetConfig:
     # skip unreadable images / unpaired files with a warning instead of raising
     skip_bad: bool = False
     seed: int = 0
+    # kind=folder (conf/dataset/folder.yaml): degraded inputs and clean targets paired by file name, and the
+    # task (degradation) they show (null: the first of dataset.tasks; see aio/data/folder.py)
+    input: Optional[str] = None
+    target: Optional[str] = None
+    task: Optional[str] = None
 
 
 def load_preset(name: str, overrides: dict | None = None, conf_dir=None):
