@@ -212,8 +212,10 @@ def check_command_line(prog: str, argv, config_name: str) -> None:
     if args.help or args.hydra_help or args.shell_completion:
         return
     try:
+        conf_dir = args.config_dir or (args.config_path if args.config_path and Path(args.config_path).is_absolute()
+                                       else None)
         check_overrides(args.overrides, multirun=bool(args.multirun), config_name=args.config_name or config_name,
-                        prog=prog)
+                        conf_dir=conf_dir, prog=prog)
     except ConfigError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         sys.exit(2)

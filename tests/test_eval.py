@@ -150,11 +150,14 @@ def test_evaluate_sets_tiling_tta_and_extra_metrics():
     model.seen.clear()
     tiled = evaluate_sets(model, sets, device="cpu", tile=48, tile_overlap=16, tta="flip",
                           metrics=("psnr", "ssim", "gmsd"))
-    assert abs(plain.per_set["a"]["psnr"] - tiled.per_set["a"]["psnr"]) < 1.0
+    # measured: tiles + flip TTA move this PSNR by 6e-4 dB, bf16 by 2e-3 dB; bounds are 10x that, not 0.5-1 dB
+    assert abs(plain.per_set["a"]["psnr"] - tiled.per_set["a"]["psnr"]) < 0.01
+    only_tiles = evaluate_sets(model, sets, device="cpu", tile=48, tile_overlap=16)
+    assert only_tiles.per_set["a"]["psnr"] == pytest.approx(plain.per_set["a"]["psnr"], abs=1e-6)
     assert "gmsd" in tiled.per_set["a"] and "gmsd_input" in tiled.per_set["a"]
     assert max(max(s) for s in model.seen) <= 48
     bf = evaluate_sets(model, sets, device="cpu", amp_dtype=torch.bfloat16)
-    assert abs(bf.per_set["a"]["psnr"] - plain.per_set["a"]["psnr"]) < 0.5
+    assert abs(bf.per_set["a"]["psnr"] - plain.per_set["a"]["psnr"]) < 0.02  # bf16 rounding only
 
 
 def test_save_sample_grid_mixed_sizes(tmp_path):
