@@ -1,7 +1,8 @@
 """Exact resume beyond the default run (issue 18), through the public API ``Trainer(cfg, run_dir).fit()``.
 
 Each case trains straight to ``max_steps`` and, separately, stops after step 3 (a stop request, as SLURM's
-SIGUSR2 does) and resumes; the final model and EMA weights must be bit-identical.
+SIGUSR2 does) and resumes; the final model and EMA weights must be bit-identical. Three trainer runs per case:
+marked slow (CI runs them).
 """
 
 from __future__ import annotations
@@ -61,10 +62,12 @@ def _cpu_has_bf16() -> bool:
     pytest.param(["trainer.grad_accum=2"], id="grad_accum2"),
     pytest.param(["dataset.num_workers=1"], id="workers1"),
 ])
+@pytest.mark.slow
 def test_exact_resume(tmp_path, extra):
     _straight_and_resumed(tmp_path, extra)
 
 
+@pytest.mark.slow
 def test_resume_from_a_path_and_never(tmp_path):
     Trainer(compose_train(FAST), tmp_path / "straight").fit()
     Trainer(compose_train(FAST), tmp_path / "cut", callbacks=[_stop_after(3)]).fit()
@@ -81,7 +84,7 @@ def test_resume_from_a_path_and_never(tmp_path):
 
 def test_fine_tune_from_loads_weights_with_a_fresh_optimizer(tmp_path):
     Trainer(compose_train(FAST + ["trainer.max_steps=3"]), tmp_path / "source").fit()
-    source = _weights(tmp_path / "source")[0]
+    source = _weights(tmp_path / "source")[1]  # an aio checkpoint's weights are its EMA ones (README)
     tuned = Trainer(compose_train(FAST + [f"trainer.fine_tune_from={tmp_path / 'source'}"]), tmp_path / "tuned")
     assert tuned.step == 0
     _assert_same(source, tuned.model.state_dict())

@@ -105,6 +105,17 @@ def _verify(listing: Listing, skip_bad: bool, patch: int | None = None,
     return good, problems
 
 
+def add_listing(report: CheckReport, lst: Listing, verify: bool, skip_bad: bool, patch: int | None) -> int:
+    """Add a listing's problems (and, when ``verify``, those found by opening its files) to ``report``;
+    returns the number of good pairs."""
+    report.problems += lst.problems
+    if not verify:
+        return len(lst.samples)
+    good, probs = _verify(lst, skip_bad, patch)
+    report.problems += probs
+    return good
+
+
 def _check_synthetic(cfg, report: CheckReport, verify: bool):
     from .synthetic import clean_image_paths
 
@@ -155,11 +166,7 @@ def _check_real(cfg, report: CheckReport, verify: bool):
         except ValueError as e:
             report.problems.append(Problem("error", "unknown task", "dataset.tasks", str(e)))
             continue
-        report.problems += lst.problems
-        good = len(lst.samples)
-        if verify:
-            good, probs = _verify(lst, skip, int(cfg.patch_size))
-            report.problems += probs
+        good = add_listing(report, lst, verify, skip, int(cfg.patch_size))
         r = int(repeat.get(task, 1))
         report.rows.append(Row("train", task, task, good, f"x{r} repeat" if r != 1 else ""))
     for name, spec in (cfg.test_sets or {}).items():

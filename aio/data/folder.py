@@ -91,16 +91,12 @@ def build_folder_val_sets(cfg) -> dict:
 
 def check_folder(cfg, report, verify: bool) -> None:
     """The checker's rows and problems for ``dataset=folder`` (see :func:`aio.data.check_dataset`)."""
-    from .check import Row, _verify
+    from .check import Row, add_listing
 
     try:
         lst = folder_listing(cfg)
     except ValueError as e:
         report.problems.append(Problem("error", "folder not set", "dataset.input/target", str(e)))
         return
-    report.problems += lst.problems
-    good = len(lst.samples)
-    if verify:
-        good, probs = _verify(lst, bool(cfg.skip_bad), int(cfg.patch_size))
-        report.problems += probs
+    good = add_listing(report, lst, verify, bool(cfg.skip_bad), int(cfg.patch_size))
     report.rows.append(Row("test", SET_NAME, task_name(cfg), good, f"{cfg.input} vs {cfg.target}"))
