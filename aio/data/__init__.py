@@ -26,7 +26,11 @@ def build_train_dataset(cfg_dataset):
         from .layouts import PairedTrainDataset
 
         return PairedTrainDataset(cfg_dataset)
-    raise ValueError(f"dataset.kind={kind!r} unknown (synthetic | aio | cdd11 | mio)")
+    if kind == "folder":
+        from .folder import FolderTrainDataset
+
+        return FolderTrainDataset(cfg_dataset)
+    raise ValueError(f"dataset.kind={kind!r} unknown (synthetic | aio | cdd11 | mio | folder)")
 
 
 def build_val_sets(cfg_dataset):
@@ -40,7 +44,11 @@ def build_val_sets(cfg_dataset):
         from .layouts import build_real_val_sets
 
         return build_real_val_sets(cfg_dataset)
-    raise ValueError(f"dataset.kind={kind!r} unknown (synthetic | aio | cdd11 | mio)")
+    if kind == "folder":
+        from .folder import build_folder_val_sets
+
+        return build_folder_val_sets(cfg_dataset)
+    raise ValueError(f"dataset.kind={kind!r} unknown (synthetic | aio | cdd11 | mio | folder)")
 
 
 def check_dataset(cfg_dataset, verify: bool = True):

@@ -63,7 +63,7 @@ class DatasetConfig:
     """The ``dataset`` node. Keys the trainer reads: ``batch_size``, ``num_workers``, ``patch_size``."""
 
     name: str = "synthetic"
-    kind: str = "synthetic"  # synthetic | aio | cdd11
+    kind: str = "synthetic"  # synthetic | aio | cdd11 | folder
     # synthetic: a folder of clean images (null = the colour photos bundled with scikit-image);
     # aio / cdd11: the dataset root (required)
     root: Optional[str] = None
@@ -103,6 +103,11 @@ class DatasetConfig:
     # with each set's crop_border / test_y_channel
     metric_protocol: Optional[str] = None
     seed: int = 0
+    # kind=folder (conf/dataset/folder.yaml): degraded inputs and clean targets paired by file name, and the
+    # task (degradation) they show (null: the first of dataset.tasks; see aio/data/folder.py)
+    input: Optional[str] = None
+    target: Optional[str] = None
+    task: Optional[str] = None
 
 
 def load_preset(name: str, overrides: dict | None = None, conf_dir=None):

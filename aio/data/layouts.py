@@ -289,6 +289,8 @@ class PairedTrainDataset(EpochSeededDataset):
     times. Unreadable pairs raise :class:`ImageReadError` naming the file, or are replaced by the next
     item with a warning when ``dataset.skip_bad``."""
 
+    listing = staticmethod(train_listing)  # (cfg, task) -> Listing; the folder dataset pairs its own
+
     def __init__(self, cfg):
         self.cfg = cfg
         self.task_names = list(cfg.tasks)
@@ -305,7 +307,7 @@ class PairedTrainDataset(EpochSeededDataset):
         self.counts = []
         self.base_counts = []
         for t, task in enumerate(self.task_names):
-            lst = train_listing(cfg, task)
+            lst = self.listing(cfg, task)
             errors = [p for p in lst.problems if p.severity == "error"]
             if errors:
                 raise FileNotFoundError(f"{errors[0].line()} (run `aio-data check` for the full report)")
