@@ -15,6 +15,7 @@ planning machine's device, so plan on the cluster's login/GPU node for cluster f
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -79,7 +80,11 @@ def time_model(cfg: DictConfig) -> Timing:
     """Time the set-up, the first and 3 more training steps, a validation and a save of ``cfg``'s job."""
     from aio.train.trainer import Trainer
 
-    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    raw.pop("hydra", None)
+    raw["paths"]["run_dir"] = "unused"  # ${hydra:runtime.output_dir}: the Trainer sets its own folder
+    cfg = OmegaConf.create(raw)
+    OmegaConf.resolve(cfg)
     with open_dict(cfg):
         cfg.logger = {"name": "none"}
         t = cfg.trainer
@@ -138,13 +143,15 @@ def plan_jobs(jobs: Sequence[Sequence[str]], compose: Callable[[list[str]], Dict
             except Exception:  # FLOP counting is informative only
                 gflops = None
             sizes[key] = (count_parameters(model) / 1e6, gflops)
-            timings[key] = timer(cfg)
+            with contextlib.redirect_stdout(sys.stderr):  # the trainer's own lines are not the plan
+                timings[key] = timer(cfg)
         tm, t = timings[key], cfg.trainer
         steps = int(t.max_steps)
         vals, saves = _count(steps, int(t.val_every)), _count(steps, int(t.checkpoint_every))
         estimate = tm.setup + tm.first_step + (steps - 1) * tm.step + vals * tm.validation + saves * tm.save
-        planned.append(PlannedJob(list(overrides), str(cfg.model.name), sizes[key][0], sizes[key][1], steps, vals,
-                                  saves, estimate, _gpus(cfg)))
+        name = str(cfg.get("run_name") or cfg.model.name)
+        planned.append(PlannedJob(list(overrides), name, sizes[key][0], sizes[key][1], steps, vals, saves,
+                                  estimate, _gpus(cfg)))
     return planned
 
 
@@ -152,17 +159,20 @@ def format_plan(planned: Sequence[PlannedJob], slurm: bool) -> str:
     """The plan as a Markdown table plus totals (and GPU-hours for SLURM)."""
     import pandas as pd
 
-    rows = [{"job": i, "overrides": " ".join(j.overrides), "model": j.model, "params (M)": f"{j.params_m:.3f}",
+    common = set.intersection(*(set(j.overrides) for j in planned)) if planned else set()
+    rows = [{"job": i, "overrides": " ".join(o for o in j.overrides if o not in common) or "(same)", "run": j.model, "params (M)": f"{j.params_m:.3f}",
              "GFLOPs @256²": "–" if j.gflops is None else f"{j.gflops:.2f}", "steps": j.steps,
              "val": j.validations, "est. wall": _hms(j.estimate_s)} for i, j in enumerate(planned)]
     table = pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
     total = sum(j.estimate_s for j in planned)
-    lines = [table, "", f"{len(planned)} jobs, estimated {_hms(total)} in total if run one after another "
+    shared = " ".join(o for o in (planned[0].overrides if planned else []) if o in common)
+    lines = [f"every job: {shared or '(defaults)'}", table, "", f"{len(planned)} jobs, estimated {_hms(total)} in total if run one after another "
              "(timed on this machine)"]
     if slurm:
         hours = sum(j.estimate_s * max(1, j.gpus) for j in planned) / 3600
-        lines.append(f"SLURM: about {hours:.2f} GPU-hours (estimate x GPUs per job; timed on this machine's "
-                     "device, so plan on a cluster node for cluster figures)")
+        gpus = sorted({max(1, j.gpus) for j in planned})
+        lines.append(f"SLURM: about {hours:.3f} GPU-hours ({'/'.join(map(str, gpus))} GPU(s) per job x its estimate; "
+                     "timed on this machine's device: plan on a cluster node for cluster figures)")
     return "\n".join(lines)
 
 

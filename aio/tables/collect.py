@@ -118,7 +118,12 @@ def find_parent_run(client, target: str, experiment: str = "aio"):
             return _retry(lambda: client.get_run(target))
         except Exception:  # not a run id of this store: try it as a sweep name
             pass
-    parents = sweep_parents(client, experiment)
+    try:
+        parents = sweep_parents(client, experiment)
+    except TablesError:
+        if target not in sweep_files():
+            raise
+        parents = []
     if target == "latest":
         if not parents:
             raise TablesError(f"no sweep runs (tag {names.TAG_ROLE}={names.ROLE_SWEEP}) in experiment {experiment!r}")

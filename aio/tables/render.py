@@ -164,9 +164,13 @@ def extra_column_info(entry: Any) -> dict[str, Any]:
 
 
 def _auto_decimals(df: pd.DataFrame, key: str, base: int) -> int:
-    """``base`` decimals, or more (up to 4) until distinct values print distinctly (0.055 M, not 0.06 M)."""
+    """``base`` decimals, more for small values (two significant digits: 0.055 M, not 0.05 M) and until
+    distinct values print distinctly; at most 4."""
     values = pd.to_numeric(df[key], errors="coerce").dropna().unique() if key in df.columns else []
-    for decimals in range(base, 5):
+    nonzero = [abs(v) for v in values if v != 0]
+    if nonzero:
+        base = max(base, math.ceil(-math.log10(min(nonzero))) + 1)
+    for decimals in range(min(base, 4), 5):
         if len({f"{v:.{decimals}f}" for v in values}) == len(values):
             return decimals
     return 4
@@ -284,7 +288,7 @@ def cell_text(df: pd.DataFrame, row: Any, col: Column, spec: Mapping[str, Any], 
 
 def _row_label(df: pd.DataFrame, row: Any, latex: bool) -> str:
     label = str(_info(df, row, "label", row))
-    label = escape_latex(label) if latex else label
+    label = escape_latex(label) if latex else label.replace("|", "\\|")  # tabulate does not escape pipes
     if _info(df, row, "kind", "run") == "published":
         label += r"$^\dagger$" if latex else "\u2020"
     if bool(_info(df, row, "random_vgg", False)):
@@ -340,6 +344,8 @@ def _transposed(df: pd.DataFrame, spec: dict[str, Any], latex: bool) -> tuple[pd
     columns = [c for c in table_columns(df, {**spec, "extra_columns": [], "param_columns": []})
                if c.metric == metric]
     runs = _runs(df)
+    if spec["rows"]:  # the spec's rows only: a sweep with more rows still gives the two-run table
+        runs = [r for r in runs if r in {row["key"] for row in spec["rows"]}]
     gain = [str(g) for g in spec["gain"]] if spec["gain"] else None
     if gain and any(g not in runs for g in gain):
         raise SpecError(f"table spec gain={gain}: rows {', '.join(g for g in gain if g not in runs)} have no run")
@@ -440,12 +446,20 @@ def render_latex(df: pd.DataFrame, spec: Mapping[str, Any], *, ssim_decimals: in
     wrap = {"best": "textbf:--rwrap;", "second": "underline:--rwrap;", "": ""}
     styler = cells.style.hide(axis="index").apply(lambda _: flags.map(wrap.get), axis=None)
     tabular = styler.to_latex(hrules=True, multicol_align="c", column_format="@{}l" + "c" * (cells.shape[1] - 1) + "@{}")
+    # Styler writes neither booktabs' \cmidrule under a column group nor a rule between row groups: added here
+    lines = tabular.splitlines()
+    spans, start = [], 0
+    groups = [a for a, _ in cells.columns]
+    for j in range(1, len(groups) + 1):
+        if j == len(groups) or groups[j] != groups[start]:
+            if groups[start] and j - start >= 1 and cells.columns.nlevels > 1:
+                spans.append(rf"\cmidrule(lr){{{start + 1}-{j}}}")
+            start = j
+    if spans:
+        lines.insert(lines.index(r"\toprule") + 2, " ".join(spans))
     if n_first and n_first < len(cells):
-        # Styler has no rule between row groups: the published block is set apart by hand
-        lines = tabular.splitlines()
-        body = lines.index(r"\midrule") + 1
-        lines.insert(body + n_first, r"\midrule")
-        tabular = "\n".join(lines) + "\n"
+        lines.insert(lines.index(r"\midrule") + 1 + n_first, r"\midrule")
+    tabular = "\n".join(lines) + "\n"
     # Styler's float cannot hold a width guard around the tabular nor notes under it: the float is ours
     env, width = ("table*", r"\textwidth") if spec["layout"] == "double" else ("table", r"\linewidth")
     out = [rf"\begin{{{env}}}" + (f"[{spec['placement']}]" if spec["placement"] else ""), r"\centering"]
