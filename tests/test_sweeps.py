@@ -298,3 +298,40 @@ def test_tables_for_a_sweep_never_run_print_the_command(tmp_path, mlflow_store):
 
     with pytest.raises(TablesError, match=r"'lora_ratio' has not been run yet.*aio-train -m sweep=lora_ratio"):
         make_tables("lora_ratio", tracking_uri=mlflow_store, out_dir=tmp_path)
+
+
+@pytest.mark.slow
+def test_a_killed_job_resumes_from_its_checkpoint_in_the_same_run(tmp_path, mlflow_store):
+    """SIGTERM during a job (a preempted sweep), then sweep.resume=latest: the job continues from its last.pt."""
+    import signal
+    import time
+
+    env = {**os.environ, "AIO_OUTPUTS": str(tmp_path)}
+    args = ["sweep=ablation", "debug=tiny", "trainer.device=cpu", "experiment=baseline", "trainer.max_steps=40",
+            "trainer.val_every=40", "trainer.checkpoint_every=2", f"logger.tracking_uri={mlflow_store}",
+            f"logger.artifact_location={tmp_path / 'art'}"]
+    ckpt = tmp_path / "sweep1" / "0" / "checkpoints" / "last.pt"
+    proc = subprocess.Popen([sys.executable, "-m", "aio.cli.train", "-m", *args, f"hydra.sweep.dir={tmp_path / 'sweep1'}"],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 600
+    while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)  # the trainer saves last.pt at the end of the step and stops
+    out, _ = proc.communicate(timeout=600)
+    assert "stop requested: saved" in out, out[-3000:]
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=mlflow_store)
+    (child,) = [r for r in client.search_runs([client.get_experiment_by_name("aio").experiment_id])
+                if "mlflow.parentRunId" in r.data.tags]
+    assert child.info.status == "RUNNING"  # preempted: left for its requeued/resumed job to finish
+
+    resumed = _train([*args, f"hydra.sweep.dir={tmp_path / 'sweep2'}", "sweep.resume=latest"], env, tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    line = next(x for x in resumed.stdout.splitlines() if x.startswith("[aio] resume:"))
+    assert line.startswith("[aio] resume: rerun") and "experiment=baseline" in line and str(ckpt.parents[1]) in line
+    assert f"resumed from {ckpt}" in resumed.stdout
+    runs = [r for r in client.search_runs([client.get_experiment_by_name("aio").experiment_id])
+            if "mlflow.parentRunId" in r.data.tags]
+    assert [r.info.run_id for r in runs] == [child.info.run_id]  # the same MLflow run, now finished
+    assert runs[0].info.status == "FINISHED" and runs[0].data.metrics["val/avg/psnr"] > 0

@@ -163,12 +163,12 @@ def extra_column_info(entry: Any) -> dict[str, Any]:
     return {"key": key, "mlflow": key, "header": header, "metric": parts[-1]}
 
 
-def _auto_decimals(df: pd.DataFrame, key: str, base: int) -> int:
+def _auto_decimals(df: pd.DataFrame, key: str, base: int, significant: bool = True) -> int:
     """``base`` decimals, more for small values (two significant digits: 0.055 M, not 0.05 M) and until
     distinct values print distinctly; at most 4."""
     values = pd.to_numeric(df[key], errors="coerce").dropna().unique() if key in df.columns else []
     nonzero = [abs(v) for v in values if v != 0]
-    if nonzero:
+    if nonzero and significant:
         base = max(base, math.ceil(-math.log10(min(nonzero))) + 1)
     for decimals in range(min(base, 4), 5):
         if len({f"{v:.{decimals}f}" for v in values}) == len(values):
@@ -192,7 +192,7 @@ def table_columns(df: pd.DataFrame, spec: Mapping[str, Any]) -> list[Column]:
         info = dict(entry) if isinstance(entry, Mapping) else {"key": str(entry)}
         key = str(info["key"])
         cols.append(Column(key, None, key, str(info.get("label", key)), None,
-                           int(info.get("decimals", _auto_decimals(df, key, 1))), key, False, "param"))
+                           int(info.get("decimals", _auto_decimals(df, key, 1, significant=False))), key, False, "param"))
     for set_name in sets:
         for metric in metrics:
             hib = higher_is_better(metric)
@@ -372,22 +372,19 @@ def _transposed(df: pd.DataFrame, spec: dict[str, Any], latex: bool) -> tuple[pd
 # notes, caption
 # ---------------------------------------------------------------------------------------------------------
 def footnotes(df: pd.DataFrame, spec: Mapping[str, Any], latex: bool) -> list[str]:
-    """The table's notes: significance method, untied columns, published sources, random VGG rows."""
+    """The table's notes: significance method, unmarked columns, published sources, random VGG rows."""
     spec = normalize_spec(spec)
-    notes = []
+    notes: list[tuple[str, str, str]] = []  # (LaTeX mark, text mark, plain text)
     sig = df.attrs.get("significance")
     if sig:
-        star = r"$^{*}$" if latex else "\\*"
-        notes.append(
-            f"{star} difference to {sig['reference']} significant at {sig['level'] * 100:g}%: {sig['method']}, "
-            f"{sig['resamples']:,} resamples (seed {sig['seed']}), paired over the same test images; "
-            f"percentile interval excludes 0."
-        )
+        notes.append((r"$^{*}$", "\\*",
+                      f"difference to {sig['reference']} significant at {sig['level'] * 100:g}%: {sig['method']}, "
+                      f"{sig['resamples']:,} resamples (seed {sig['seed']}), paired over the same test images; "
+                      "percentile interval excludes 0."))
     tied = [c for c in table_columns(df, spec) if c.key in set(df.attrs.get("tied", ()))]
     if tied:
-        names = ", ".join(f"{set_label(c.group, spec) + ' ' if c.group else ''}{metric_header(c.metric)}"
-                          for c in tied)
-        notes.append(f"No best/second mark where the top two are not significantly apart ({names}).")
+        names = ", ".join(f"{set_label(c.group, spec) + ' ' if c.group else ''}{metric_header(c.metric)}" for c in tied)
+        notes.append(("", "", f"No best/second mark where the top two are not significantly apart ({names})."))
     sources: dict[str, list[str]] = {}
     for row in df.index:
         if _info(df, row, "kind", "run") == "published":
@@ -395,15 +392,13 @@ def footnotes(df: pd.DataFrame, spec: Mapping[str, Any], latex: bool) -> list[st
                 str(_info(df, row, "label", row)))
     if sources:
         parts = "; ".join(f"{', '.join(m)}: {s}" for s, m in sources.items())
-        dagger = r"$^\dagger$" if latex else "\u2020"
-        notes.append(f"{dagger} Published numbers, not ranked ({parts}).")
+        notes.append((r"$^\dagger$", "\u2020", f"Published numbers, not ranked ({parts})."))
     if any(bool(_info(df, r, "random_vgg", False)) for r in df.index):
-        mark = r"$^\ddagger$" if latex else "\u2021"
-        notes.append(f"{mark} Trained with a randomly initialised VGG in the perceptual loss (no pretrained "
-                     "weights given): its perceptual term is not the published one.")
-    if latex:  # the notes' own words are plain text: escape all but the marks written above
-        notes = [re.sub(r"(?<!\\)%", r"\\%", n).replace("_", r"\_") for n in notes]
-    return notes
+        notes.append((r"$^\ddagger$", "\u2021", "Trained with a randomly initialised VGG in the perceptual loss "
+                      "(no pretrained weights given): its perceptual term is not the published one."))
+    if latex:
+        return [f"{mark} {escape_latex(text)}".strip() for mark, _, text in notes]
+    return [f"{mark} {text}".strip() for _, mark, text in notes]
 
 
 def fill_caption(spec: Mapping[str, Any], **values: Any) -> str | None:
