@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 TIMED_STEPS = 3
@@ -77,7 +78,7 @@ def _model_key(cfg: DictConfig) -> str:
 
 
 def time_model(cfg: DictConfig) -> Timing:
-    """Time the set-up, the first and 3 more training steps, a validation and a save of ``cfg``'s job."""
+    """Time the set-up, the first and 3 more training steps (median), a validation and a save of ``cfg``'s job."""
     from aio.train.trainer import Trainer
 
     raw = OmegaConf.to_container(cfg, resolve=False)
@@ -88,7 +89,7 @@ def time_model(cfg: DictConfig) -> Timing:
     with open_dict(cfg):
         cfg.logger = {"name": "none"}
         t = cfg.trainer
-        t.max_steps, t.warmup_steps = TIMED_STEPS + 1, 0
+        t.max_steps, t.warmup_steps = TIMED_STEPS + 2, 0
         t.val_every = t.checkpoint_every = 10**9
         t.checkpoint_every_min = 0
         t.progress = False
@@ -100,9 +101,11 @@ def time_model(cfg: DictConfig) -> Timing:
         setup = time.perf_counter() - start
         fit_start = time.perf_counter()
         trainer.fit()  # its last step also validates and saves (step == max_steps): not a timed one
-        # stamps[k] is after step k+1; the timed steps are 2..TIMED_STEPS (the last one carries val + save)
+        # stamps[k] is taken after step k+1: step 1 is the first (warm-up) step, steps 2..TIMED_STEPS+1 are
+        # timed, the last one also validates and saves (step == max_steps) and is not used
         first = stamps[0] - fit_start
-        step = (stamps[TIMED_STEPS - 1] - stamps[0]) / max(1, TIMED_STEPS - 1)
+        # the median of the timed steps: one step slowed by a busy machine does not scale the whole estimate
+        step = float(np.median(np.diff(stamps[:TIMED_STEPS + 1])))
         tic = time.perf_counter()
         trainer.validate()
         validation = time.perf_counter() - tic

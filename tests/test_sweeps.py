@@ -184,7 +184,7 @@ def test_per_task_table_is_transposed_with_a_gain_column(ablation_sweep):
     for line, set_name in zip(lines[2:], ["denoise_15", "denoise_25", "denoise_50", "derain", "dehaze", "avg"]):
         gain = float(line.split("|")[-2].strip().rstrip("\\*"))
         expected = round(df.at["full", f"{set_name}/psnr"], 2) - round(df.at["baseline", f"{set_name}/psnr"], 2)
-        assert gain == pytest.approx(expected, abs=1e-9)
+        assert gain == pytest.approx(expected, abs=0.006)  # the printed difference of the printed values
 
 
 def _pdflatex_log(tmp_path, tex):
@@ -239,7 +239,7 @@ def test_plan_estimate_is_within_2x_of_a_real_run(tmp_path, mlflow_store):
     Trainer(cfg, tmp_path / "run").fit()
     real = time.perf_counter() - tic
     assert job.steps == 16 and job.validations == 2 and job.params_m > 0
-    assert 0.5 <= job.estimate_s / real <= 2.0, (job.estimate_s, real)
+    assert 0.5 <= job.estimate_s / real <= 2.0, (job, real)
 
 
 @pytest.mark.slow
@@ -267,7 +267,7 @@ def test_lora_ratio_and_sota_tables_from_real_sweeps(tmp_path, mlflow_store):
     cells = [c.strip() for c in line.split("|")[1:-1]]
     assert cells[1:3] == ["0.5", "0.8"] and cells[-1] == "default (the seed's optimum)"
     assert table.df.at["r05_08", "params_m"] < table.df.at["full", "params_m"]  # the full model, factorised
-    tex_rows = [line for line in table.paths["tex"].read_text().splitlines() if line.startswith("(")]
+    tex_rows = [line for line in table.paths["tex"].read_text().splitlines() if line.startswith(("(0.5", "(1.0"))]
     assert len(tex_rows) == 2 and not any("textbf" in "".join(r.split("&")[5:7]) for r in tex_rows)  # not ranked
 
     spec = OmegaConf.to_container(OmegaConf.load(SWEEPS_DIR / "sota.yaml").sweep)

@@ -236,7 +236,8 @@ def frame_from_records(records: Sequence[ChildRecord], spec: Mapping[str, Any] |
     chosen = {key: _pick(recs) for key, recs in cells.items()}
 
     rows = list(spec["rows"] or [])
-    known = {r["key"] for r in rows}
+    declared = [r["key"] for r in rows]
+    known = set(declared)
     for (row, _, _), rec in chosen.items():
         if row not in known:
             rows.append({"key": row, "label": rec.label or row, "note": ""})
@@ -298,6 +299,7 @@ def frame_from_records(records: Sequence[ChildRecord], spec: Mapping[str, Any] |
     df = pd.DataFrame.from_dict(table, orient="index")
     df.index.name = "row"
     df.attrs["avg_sets"] = [] if by_preset else all_sets  # the sets an average column is the mean of
+    df.attrs["declared_rows"] = declared  # the spec's own rows (a transposed table shows only these)
     for column in list(wanted) + param_keys:
         if column not in df.columns:
             df[column] = float("nan")

@@ -344,8 +344,9 @@ def _transposed(df: pd.DataFrame, spec: dict[str, Any], latex: bool) -> tuple[pd
     columns = [c for c in table_columns(df, {**spec, "extra_columns": [], "param_columns": []})
                if c.metric == metric]
     runs = _runs(df)
-    if spec["rows"]:  # the spec's rows only: a sweep with more rows still gives the two-run table
-        runs = [r for r in runs if r in {row["key"] for row in spec["rows"]}]
+    declared = df.attrs.get("declared_rows") or [row["key"] for row in spec["rows"] or []]
+    if declared:  # the spec's rows only: a sweep with more rows still gives the two-run table
+        runs = [r for r in runs if r in declared]
     gain = [str(g) for g in spec["gain"]] if spec["gain"] else None
     if gain and any(g not in runs for g in gain):
         raise SpecError(f"table spec gain={gain}: rows {', '.join(g for g in gain if g not in runs)} have no run")
