@@ -20,6 +20,7 @@ def test_every_strategy_file_is_covered():
                                "staged_finetune"}
 
 
+@pytest.mark.slow  # 15-30 s each on an idle 2-core machine (a model, 4+ phases, validations, MLflow)
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_strategy_runs_at_tiny_scale_with_its_phases_in_mlflow(strategy, tiny_overrides, tmp_path):
     from mlflow.tracking import MlflowClient
