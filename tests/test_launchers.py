@@ -102,7 +102,8 @@ def _dry_run(tmp_path: Path, conf_dir: Path, overrides: list[str]) -> dict:
     assert out.returncode == 0, out.stderr[-3000:]
     record = json.loads(out_json.read_text())
     assert record["folder"] == f"{sweep_dir}/.submitit/%j"  # logs: <sweep dir>/.submitit/<job id>/
-    assert record["launcher"] == "SlurmLauncher" and record["checkpointable"]  # requeue resubmits the job
+    assert record["launcher"] == "SlurmLauncher"
+    assert record["checkpoint_resubmits"] == "DelayedSubmission:True"  # a requeue resubmits this very job
     assert record["pickled_bytes"] > 0
     return record
 

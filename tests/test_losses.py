@@ -12,6 +12,7 @@ from aio.losses import LOSSES, PerceptualWeightsError, build_loss
 from aio.paths import CONF_DIR
 
 NAMES = ["l1", "charbonnier", "fft", "edge", "perceptual", "mixed", "gfl", "gfl_banded"]
+MODEL_OUTPUT_LOSSES = ["dsrir"]  # take the whole ModelOutput: tested in their own files
 
 
 def _cfg(name: str, **kw):
@@ -32,7 +33,7 @@ def images():
 
 
 def test_config_files_cover_registry():
-    assert sorted(p.stem for p in (CONF_DIR / "loss").glob("*.yaml")) == sorted(NAMES) == sorted(LOSSES)
+    assert sorted(p.stem for p in (CONF_DIR / "loss").glob("*.yaml")) == sorted(NAMES + MODEL_OUTPUT_LOSSES) == sorted(LOSSES)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -68,9 +69,55 @@ def test_known_values():
 
 
 def test_fft_phase_and_pixel_terms(images):
+    """Values against a direct numpy computation: amplitude L1 + 0.5 x wrapped phase L1, + 1.0 x pixel L1."""
+    import numpy as np
+
     p, t = images
-    _, terms = build_loss(_cfg("fft", phase_weight=0.5, pixel_weight=1.0))(p, t)
+    total, terms = build_loss(_cfg("fft", weight=2.0, phase_weight=0.5, pixel_weight=1.0))(p, t)
     assert set(terms) == {"l_freq", "l_pix"}
+    fp, ft = np.fft.rfft2(p.double().numpy(), norm="ortho"), np.fft.rfft2(t.double().numpy(), norm="ortho")
+    dphi = np.angle(fp) - np.angle(ft)
+    dphi = (dphi + np.pi) % (2 * np.pi) - np.pi
+    want_freq = 2.0 * (np.abs(np.abs(fp) - np.abs(ft)).mean() + 0.5 * np.abs(dphi).mean())
+    want_pix = np.abs(p.double().numpy() - t.double().numpy()).mean()
+    assert terms["l_freq"].item() == pytest.approx(want_freq, rel=1e-5)
+    assert terms["l_pix"].item() == pytest.approx(want_pix, rel=1e-5)
+    assert total.item() == pytest.approx(want_freq + want_pix, rel=1e-5)
+    without_phase = build_loss(_cfg("fft", weight=2.0, phase_weight=0.0))(p, t)[0].item()
+    assert without_phase == pytest.approx(2.0 * np.abs(np.abs(fp) - np.abs(ft)).mean(), rel=1e-5)
+
+
+def test_edge_with_pixel_term_matches_a_direct_sobel(images):
+    """L1 between normalised Sobel gradients (replicate border; sign conventions cancel in the L1) + pixel L1."""
+    import torch.nn.functional as F
+
+    p, t = images
+    total, terms = build_loss(_cfg("edge", weight=0.5, pixel_weight=2.0))(p, t)
+    kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], dtype=torch.float64) / 8
+    k = torch.stack([kx, kx.T])[:, None]  # [2, 1, 3, 3]
+
+    def grads(x):
+        b, c, h, w = x.shape
+        xp = F.pad(x.double().reshape(b * c, 1, h, w), (1, 1, 1, 1), mode="replicate")
+        return F.conv2d(xp, k)
+
+    want_edge = 0.5 * (grads(p) - grads(t)).abs().mean().item()
+    want_pix = 2.0 * (p.double() - t.double()).abs().mean().item()
+    assert terms["l_edge"].item() == pytest.approx(want_edge, rel=1e-5)
+    assert terms["l_pix"].item() == pytest.approx(want_pix, rel=1e-5)
+    assert total.item() == pytest.approx(want_edge + want_pix, rel=1e-5)
+
+
+@pytest.mark.parametrize("name", ["l1", "charbonnier", "fft", "edge", "gfl"])
+def test_bf16_autocast_matches_fp32(name, images):
+    """Losses computed under bf16 autocast from bf16 predictions agree with fp32 (bf16 has ~3 digits)."""
+    p, t = images
+    loss = build_loss(_cfg(name))
+    ref = loss(p, t)[0].item()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = loss(p.bfloat16(), t)[0]
+    assert got.dtype == torch.float32
+    assert got.item() == pytest.approx(ref, rel=2e-2)
 
 
 def test_mixed_reports_each_term(images):

@@ -98,7 +98,7 @@ def test_registry():
     assert {"restormer", "promptir", "nafnet"} <= set(list_models())
     m = create_model("nafnet", width=4, enc_blk_nums=[1], middle_blk_num=1, dec_blk_nums=[1])
     assert m(torch.rand(1, 3, 9, 7)).shape == (1, 3, 9, 7)
-    with pytest.raises(ValueError, match="valid: nafnet, promptir, restormer"):
+    with pytest.raises(ValueError, match="valid: abair, nafnet, promptir, restormer"):
         create_model("unet")
 
 

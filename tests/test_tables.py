@@ -237,7 +237,7 @@ def test_published_csv_is_the_reference_copy():
         pytest.skip("reference CSV not available here")
     from aio.tables.published import csv_path
 
-    assert csv_path().read_bytes().startswith(ref.read_bytes())  # + the seed-004 (RainSnow) rows appended
+    assert csv_path().read_bytes().startswith(ref.read_bytes())  # method branches append rows (DSRIR, seed 004)
 
 
 # -------------------------------------------------------------------------------------------------------
@@ -454,10 +454,7 @@ def test_lower_is_better_metric_and_directions_agree_with_aio_metrics():
     marks = rank_marks(df, table_columns(df, spec))
     assert marks == {("b", "SOTS/lpips"): "best", ("c", "SOTS/lpips"): "second"}
     assert "LPIPS" in render_latex(df, spec)
-    try:
-        from aio.metrics import METRICS
-    except ImportError:
-        pytest.skip("aio.metrics not available")
+    from aio.metrics import METRICS
     for name, metric in METRICS.items():
         assert higher_is_better(name) == metric.higher_is_better
         if name in HIGHER_IS_BETTER:

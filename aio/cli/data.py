@@ -19,20 +19,11 @@ def compose_dataset(overrides, config_dir=None, config_name: str = "train"):
     from hydra import compose, initialize_config_dir
 
     import aio.paths
+    from aio.config import check_overrides, register_configs
 
-    try:
-        from aio.config import register_configs
-    except ImportError:  # pragma: no cover - the foundation is not installed
-        register_configs = None
-    if register_configs is not None:
-        register_configs()
-    else:  # pragma: no cover
-        from hydra.core.config_store import ConfigStore
-
-        from aio.data.config import DatasetConfig
-
-        ConfigStore.instance().store(group="dataset", name="base_dataset", node=DatasetConfig)
+    register_configs()
     config_dir = str(config_dir or aio.paths.CONF_DIR)
+    check_overrides(overrides, config_name=config_name, conf_dir=config_dir, prog="aio-data")
     with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
         cfg = compose(config_name=config_name, overrides=list(overrides))
     return cfg.dataset
@@ -57,41 +48,59 @@ def cmd_check(cfg, quick: bool) -> int:
     return 0 if report.ok else 1
 
 
-def cmd_preview(cfg, out: str, n: int, split: str) -> int:
-    import torch
+def labelled_grid(rows, row_labels, size: int):
+    """A PIL image: one row per degradation (its name on the left), pairs of columns headed
+    ``degraded`` / ``clean``; cells are ``size`` px centre crops (padded when smaller)."""
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFont
 
-    from aio.data import build_train_dataset, build_val_sets
-    from aio.data.images import write_image
+    from aio.data.images import to_uint8
     from aio.data.transforms import center_crop, pad_to
 
-    rows = []
+    font = ImageFont.load_default()
+    gap, head = 4, 16
+    label_w = 8 + max(int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(str(t), font=font)) for t in row_labels)
+    n_cols = max(len(r) for r in rows)
+    width = label_w + n_cols * (2 * size + gap) + gap
+    height = head + len(rows) * (size + gap)
+    canvas = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    for j in range(n_cols):
+        x0 = label_w + j * (2 * size + gap)
+        draw.text((x0 + 2, 2), "degraded", fill=(0, 0, 0), font=font)
+        draw.text((x0 + size + 2, 2), "clean", fill=(0, 0, 0), font=font)
+    for i, (r, label) in enumerate(zip(rows, row_labels)):
+        y0 = head + i * (size + gap)
+        draw.text((4, y0 + size // 2 - 6), str(label), fill=(0, 0, 0), font=font)
+        for j, it in enumerate(r):
+            x0 = label_w + j * (2 * size + gap)
+            for k, key in enumerate(("input", "target")):
+                cell = pad_to(center_crop(it[key], size), size)[..., :size, :size]
+                canvas.paste(Image.fromarray(np.ascontiguousarray(to_uint8(cell))), (x0 + k * size, y0))
+    return canvas
+
+
+def cmd_preview(cfg, out: str, n: int, split: str) -> int:
+    from pathlib import Path
+
+    from aio.data import build_train_dataset, build_val_sets
+
+    rows, labels = [], []
     if split == "val":
         for name, ds in build_val_sets(cfg).items():
             rows.append([ds[i] for i in range(min(n, len(ds)))])
+            labels.append(name)
     else:
         ds = build_train_dataset(cfg)
         starts = getattr(ds, "offsets", [0])
         for t in range(len(ds.task_names)):
             base = starts[t] if t < len(starts) else 0
             rows.append([ds[base + i] for i in range(n)])
-    size = max(int(it["target"].shape[-1]) for r in rows for it in r)
-    size = min(size, 256)
-
-    def tile(x):
-        return pad_to(center_crop(x, size), size)[..., :size, :size]
-
-    lines = []
-    for r in rows:
-        cells = []
-        for it in r:
-            cells += [tile(it["input"]), tile(it["target"]), torch.ones(3, size, 4)]
-        lines.append(torch.cat(cells, dim=2))
-        lines.append(torch.ones(3, 4, lines[-1].shape[-1]))
-    width = max(line.shape[-1] for line in lines)
-    grid = torch.cat([torch.nn.functional.pad(line, (0, width - line.shape[-1]), value=1.0) for line in lines], 1)
-    write_image(out, grid)
-    names = [r[0]["name"].split("/")[0] if split != "val" else list(build_val_sets(cfg))[i] for i, r in enumerate(rows)]
-    print(f"wrote {out}: one row per task ({', '.join(names)}), pairs of (degraded, clean)")
+            labels.append(ds.task_names[t])
+    size = min(max(int(it["target"].shape[-1]) for r in rows for it in r), 256)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    labelled_grid(rows, labels, size).save(out, format="PNG")
+    print(f"wrote {out}: one row per degradation ({', '.join(labels)}), columns of (degraded, clean) pairs")
     return 0
 
 

@@ -22,7 +22,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from aio.config import register_configs
+from aio.config import check_command_line, register_configs
 from aio.paths import CONF_DIR, outputs_dir
 
 register_configs()
@@ -80,8 +80,11 @@ def log_to_mlflow(cfg: DictConfig, result, meta: dict, csv_path: Path, checkpoin
     if created:
         logger = cfg.get("logger") or {}
         exp = get_or_create_experiment(client, str(logger.get("experiment", "aio")), logger.get("artifact_location"))
-        run_id = with_retry(lambda: client.create_run(exp, run_name="eval", tags={
-            "aio.kind": "eval", "aio.checkpoint": str(checkpoint)})).info.run_id
+        tags = {"aio.kind": "eval", "aio.checkpoint": str(checkpoint)}
+        if meta.get("abair_blend"):
+            tags["aio.abair_blend"] = str(meta["abair_blend"])
+        run_id = with_retry(lambda: client.create_run(exp, run_name=meta.get("run_name", "eval"),
+                                                      tags=tags)).info.run_id
     import time
 
     from mlflow.entities import Metric
@@ -104,7 +107,7 @@ def log_to_mlflow(cfg: DictConfig, result, meta: dict, csv_path: Path, checkpoin
 
 def evaluate_checkpoint(cfg: DictConfig, out_dir: Path, override_keys: list[str] | None = None):
     """The body of ``aio-eval``: returns the EvalResult."""
-    from aio.eval.runtime import amp_dtype, load_model_and_state, pick_device
+    from aio.eval.runtime import amp_dtype, load_model_and_state, pick_device, show_progress
     from aio.data import build_val_sets
     from aio.eval import evaluate_sets, save_sample_grid
 
@@ -115,7 +118,16 @@ def evaluate_checkpoint(cfg: DictConfig, out_dir: Path, override_keys: list[str]
     device = pick_device(cfg.get("device", "auto"))
     model, ckpt_cfg, meta = load_model_and_state(str(cfg.checkpoint), bool(cfg.get("use_ema", True)), device)
     ds_cfg, origin = choose_dataset_cfg(cfg, ckpt_cfg, override_keys)
+    ckpt_tasks = ((ckpt_cfg or {}).get("dataset") or {}).get("tasks")
+    if ds_cfg.get("kind") == "folder" and ckpt_tasks:
+        from aio.data.folder import with_tasks_of
+
+        ds_cfg = with_tasks_of(ds_cfg, ckpt_tasks)  # the task label the model was trained with
     sets = build_val_sets(ds_cfg)
+    from aio.models.abair import add_estimator_accuracy, prepare_eval
+    blend = prepare_eval(model, cfg.get("abair"), list(ds_cfg.get("tasks") or []))  # abair.blend=oh|sw|oracle
+    if blend:  # each blending mode gets its own eval run (not the training run's test/ keys)
+        meta = {**meta, "mlflow_run_id": None, "abair_blend": blend, "run_name": f"eval_{blend}"}
     if e.get("sets"):
         wanted = [str(s) for s in e.sets]
         unknown = [s for s in wanted if s not in sets]
@@ -133,8 +145,9 @@ def evaluate_checkpoint(cfg: DictConfig, out_dir: Path, override_keys: list[str]
         model, sets, device=device, amp_dtype=amp_dtype(e.get("amp"), device),
         tile=e.get("tile") or None, tile_overlap=int(e.get("tile_overlap", 32)), tta=e.get("tta") or None,
         save_dir=save_dir, num_samples=int(e.get("num_samples", 0) or 0), metrics=list(e.get("metrics") or ["psnr", "ssim"]),
-        metric_options=metric_options, progress=bool(e.get("progress", True)),
+        metric_options=metric_options, progress=show_progress(e.get("progress", True)),
     )
+    add_estimator_accuracy(model, sets, result, device)  # ABAIR checkpoints: est_acc per set
     df = result.to_frame()
     csv_path = out_dir / str(e.get("csv", "results.csv"))
     csv_path.parent.mkdir(parents=True, exist_ok=True)
@@ -150,7 +163,7 @@ def evaluate_checkpoint(cfg: DictConfig, out_dir: Path, override_keys: list[str]
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")
-def main(cfg: DictConfig) -> float | None:
+def hydra_main(cfg: DictConfig) -> float | None:
     from aio.tracking.mlflow_tracker import TrackingError
     from aio.train.checkpoint import CheckpointError
 
@@ -160,6 +173,12 @@ def main(cfg: DictConfig) -> float | None:
     except (ValueError, FileNotFoundError, CheckpointError, TrackingError) as err:
         print(f"aio-eval: error: {err}", file=sys.stderr)
         sys.exit(1)
+
+
+def main():
+    """Console entry point: command-line mistakes Hydra lets through are refused before composing."""
+    check_command_line("aio-eval", sys.argv[1:], config_name="eval")
+    return hydra_main()
 
 
 if __name__ == "__main__":

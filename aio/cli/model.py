@@ -21,13 +21,10 @@ def compose_model_config(overrides: Sequence[str]):
     from hydra import compose, initialize_config_dir
 
     import aio.paths
+    from aio.config import check_overrides, register_configs
 
-    try:
-        from aio.config import register_configs
-    except ImportError:  # pragma: no cover - config schemas not available
-        register_configs = None
-    if register_configs is not None:
-        register_configs()
+    check_overrides(overrides, prog="aio-model summary")  # unknown options of optional groups, misspelt keys
+    register_configs()
     with initialize_config_dir(config_dir=str(aio.paths.CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=list(overrides))
     return cfg.model
@@ -66,6 +63,29 @@ def summary(overrides: Sequence[str], sizes: Sequence[int] = (256,)) -> dict:
     return {"name": name, "params": params, "gflops": gflops}
 
 
+def list_text() -> str:
+    """Every ``backbone=`` option of ``conf/backbone`` with the registered network it builds, then any
+    registered network that no backbone file selects (usable through ``model.name=``)."""
+    from omegaconf import OmegaConf
+
+    import aio.paths
+    from aio.models import list_models
+
+    lines, used = ["backbone (conf/backbone)   network   note"], set()
+    for path in sorted((aio.paths.CONF_DIR / "backbone").glob("*.yaml")):
+        node = OmegaConf.load(path)
+        name = str(node.get("name"))
+        used.add(name)
+        note = next((ln.lstrip("# ").strip() for ln in path.read_text().splitlines()
+                     if ln.startswith("#") and "@package" not in ln), "")
+        note = note.split(": ")[0].split(". ")[0]
+        lines.append(f"{path.stem:26s} {name:9s} {note}")
+    others = [m for m in list_models() if m not in used]
+    if others:
+        lines.append("registered networks without a backbone file (model.name=...): " + ", ".join(others))
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="aio-model", description="Inspect aio networks.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -78,9 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command == "list":
-        from aio.models import list_models
-
-        print("\n".join(list_models()))
+        print(list_text())
         return 0
     sizes = [256] + [s for s in args.size if s != 256]
     from hydra.errors import HydraException

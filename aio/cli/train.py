@@ -17,7 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
-from aio.config import register_configs
+from aio.config import check_command_line, register_configs
 from aio.paths import CONF_DIR
 from aio.tracking.mlflow_tracker import record_failed_run
 from aio.tracking.sweep import job_tags
@@ -83,7 +83,7 @@ def remove_stub_run_dir(run_dir: Path) -> bool:
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def hydra_main(cfg: DictConfig) -> float | None:
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         return run_training(cfg)
@@ -97,6 +97,12 @@ def main(cfg: DictConfig) -> float | None:
         if not multirun:
             remove_stub_run_dir(Path(HydraConfig.get().runtime.output_dir))
         raise
+
+
+def main() -> float | None:
+    """Console entry point: command-line mistakes Hydra lets through are refused before composing."""
+    check_command_line("aio-train", sys.argv[1:], config_name="train")
+    return hydra_main()
 
 
 if __name__ == "__main__":

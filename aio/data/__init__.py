@@ -14,15 +14,23 @@ __all__ = ["build_train_dataset", "build_val_sets", "check_dataset", "read_image
 def build_train_dataset(cfg_dataset):
     """The training Dataset of the preset (with ``.task_names`` and ``.set_epoch(epoch)``)."""
     kind = cfg_dataset.kind
+    if kind == "synthetic" and cfg_dataset.get("abair"):
+        from .abair import ABAIRTrainDataset
+
+        return ABAIRTrainDataset(cfg_dataset)
     if kind == "synthetic":
         from .synthetic import SyntheticTrainDataset
 
         return SyntheticTrainDataset(cfg_dataset)
-    if kind in ("aio", "cdd11"):
+    if kind in ("aio", "cdd11", "mio"):
         from .layouts import PairedTrainDataset
 
         return PairedTrainDataset(cfg_dataset)
-    raise ValueError(f"dataset.kind={kind!r} unknown (synthetic | aio | cdd11)")
+    if kind == "folder":
+        from .folder import FolderTrainDataset
+
+        return FolderTrainDataset(cfg_dataset)
+    raise ValueError(f"dataset.kind={kind!r} unknown (synthetic | aio | cdd11 | mio | folder)")
 
 
 def build_val_sets(cfg_dataset):
@@ -32,11 +40,15 @@ def build_val_sets(cfg_dataset):
         from .synthetic import build_synthetic_val_sets
 
         return build_synthetic_val_sets(cfg_dataset)
-    if kind in ("aio", "cdd11"):
+    if kind in ("aio", "cdd11", "mio"):
         from .layouts import build_real_val_sets
 
         return build_real_val_sets(cfg_dataset)
-    raise ValueError(f"dataset.kind={kind!r} unknown (synthetic | aio | cdd11)")
+    if kind == "folder":
+        from .folder import build_folder_val_sets
+
+        return build_folder_val_sets(cfg_dataset)
+    raise ValueError(f"dataset.kind={kind!r} unknown (synthetic | aio | cdd11 | mio | folder)")
 
 
 def check_dataset(cfg_dataset, verify: bool = True):

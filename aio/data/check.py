@@ -3,7 +3,7 @@
 Errors (``report.ok`` is False): missing folder, empty folder, unreadable/corrupt image, input/target size
 mismatch, an input without target (a warning with ``dataset.skip_bad=true``, as are unreadable files),
 ``dataset.root`` unset for a real preset. Warnings: a target without input, an optional test set that is
-absent, an image smaller than the patch size.
+absent, an image smaller than the patch size, a test set whose count differs from its ``expected`` (Urban100: 100).
 """
 
 from __future__ import annotations
@@ -70,8 +70,10 @@ class CheckReport:
         return "\n".join(lines)
 
 
-def _verify(listing: Listing, skip_bad: bool, patch: int | None = None) -> tuple[int, list[Problem]]:
-    """Open every file of ``listing`` (header + structure); returns (#good pairs, problems)."""
+def _verify(listing: Listing, skip_bad: bool, patch: int | None = None,
+            holdout: float = 0.0) -> tuple[int, list[Problem]]:
+    """Open every file of ``listing`` (header + structure); returns (#good pairs, problems). ``holdout``:
+    the right-hand fraction of each image that training crops never touch (synthetic presets)."""
     problems, good = [], 0
     sev = "warning" if skip_bad else "error"
     sizes: dict[str, tuple[int, int] | None] = {}
@@ -94,11 +96,24 @@ def _verify(listing: Listing, skip_bad: bool, patch: int | None = None) -> tuple
             problems.append(Problem(sev, "size mismatch", s.input,
                                     f"{si[0]}x{si[1]} vs target {s.target} {st[0]}x{st[1]}"))
             continue
-        if patch is not None and min(st) < patch:
+        train_w = st[1] if holdout <= 0 else max(1, min(st[1] - 1, int(round(st[1] * (1 - holdout)))))
+        if patch is not None and min(st[0], train_w) < patch:
+            region = "" if train_w == st[1] else f" (training region {st[0]}x{train_w})"
             problems.append(Problem("warning", "smaller than patch", s.target,
-                                    f"{st[0]}x{st[1]} < patch_size {patch} (padded)"))
+                                    f"{st[0]}x{st[1]}{region} < patch_size {patch} (padded)"))
         good += 1
     return good, problems
+
+
+def add_listing(report: CheckReport, lst: Listing, verify: bool, skip_bad: bool, patch: int | None) -> int:
+    """Add a listing's problems (and, when ``verify``, those found by opening its files) to ``report``;
+    returns the number of good pairs."""
+    report.problems += lst.problems
+    if not verify:
+        return len(lst.samples)
+    good, probs = _verify(lst, skip_bad, patch)
+    report.problems += probs
+    return good
 
 
 def _check_synthetic(cfg, report: CheckReport, verify: bool):
@@ -115,7 +130,7 @@ def _check_synthetic(cfg, report: CheckReport, verify: bool):
     listing = Listing([Sample(str(p), None, p.stem) for p in paths])
     good = len(paths)
     if verify:
-        good, probs = _verify(listing, bool(cfg.skip_bad))
+        good, probs = _verify(listing, bool(cfg.skip_bad), int(cfg.patch_size), float(cfg.val.holdout))
         report.problems += probs
     source = "scikit-image photos" if cfg.root is None else str(cfg.root)
     report.rows.append(Row("clean", source, "-", good, f"{len(paths)} files"))
@@ -151,11 +166,7 @@ def _check_real(cfg, report: CheckReport, verify: bool):
         except ValueError as e:
             report.problems.append(Problem("error", "unknown task", "dataset.tasks", str(e)))
             continue
-        report.problems += lst.problems
-        good = len(lst.samples)
-        if verify:
-            good, probs = _verify(lst, skip, int(cfg.patch_size))
-            report.problems += probs
+        good = add_listing(report, lst, verify, skip, int(cfg.patch_size))
         r = int(repeat.get(task, 1))
         report.rows.append(Row("train", task, task, good, f"x{r} repeat" if r != 1 else ""))
     for name, spec in (cfg.test_sets or {}).items():
@@ -168,6 +179,9 @@ def _check_real(cfg, report: CheckReport, verify: bool):
         if verify:
             good, probs = _verify(lst, skip)
             report.problems += probs
+        if spec.get("expected") is not None and good != int(spec.expected):
+            report.problems.append(Problem("warning", "unexpected count", str(root / str(spec.path)),
+                                           f"{good} images, the published {name} has {spec.expected}"))
         report.rows.append(Row("test", str(name), str(spec.task), good, str(spec.path)))
 
 
@@ -177,11 +191,15 @@ def check_dataset(cfg, verify: bool = True) -> CheckReport:
     report = CheckReport(str(cfg.name), str(cfg.kind), str(cfg.root))
     if cfg.kind == "synthetic":
         _check_synthetic(cfg, report, verify)
-    elif cfg.kind in ("aio", "cdd11"):
+    elif cfg.kind in ("aio", "cdd11", "mio"):
         _check_real(cfg, report, verify)
+    elif cfg.kind == "folder":
+        from .folder import check_folder
+
+        check_folder(cfg, report, verify)
     else:
         report.problems.append(Problem("error", "unknown kind", "dataset.kind",
-                                       f"{cfg.kind!r} (synthetic | aio | cdd11)"))
+                                       f"{cfg.kind!r} (synthetic | aio | cdd11 | mio | folder)"))
     seen, unique = set(), []
     for p in report.problems:  # tasks sharing a folder (denoise_15/25/50) report a file once
         key = (p.severity, p.kind, p.path)

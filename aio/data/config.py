@@ -55,6 +55,7 @@ class TestSetConfig:
     crop_border: int = 0
     test_y_channel: bool = False
     required: bool = True  # a missing optional set (urban100, kodak24) is only noted by the checker
+    expected: Optional[int] = None  # the published image count (BSD68 68, Urban100 100): the checker warns otherwise
 
 
 @dataclass
@@ -62,7 +63,7 @@ class DatasetConfig:
     """The ``dataset`` node. Keys the trainer reads: ``batch_size``, ``num_workers``, ``patch_size``."""
 
     name: str = "synthetic"
-    kind: str = "synthetic"  # synthetic | aio | cdd11
+    kind: str = "synthetic"  # synthetic | aio | cdd11 | folder
     # synthetic: a folder of clean images (null = the colour photos bundled with scikit-image);
     # aio / cdd11: the dataset root (required)
     root: Optional[str] = None
@@ -82,6 +83,9 @@ class DatasetConfig:
     # synthetic: probability that a training crop mixes several tasks region-wise (CutMix-style);
     # such items also carry a "label_map" (every item does when > 0)
     mix_prob: float = 0.0
+    # synthetic: ABAIR pre-training mix (single / CutMix / whole-image composites with degradation maps);
+    # empty = off. Keys: see aio/data/abair.py
+    abair: Dict[str, Any] = field(default_factory=dict)
     val: ValConfig = field(default_factory=ValConfig)
     # real presets: name -> test set (names follow the published tables)
     test_sets: Dict[str, TestSetConfig] = field(default_factory=dict)
@@ -89,7 +93,21 @@ class DatasetConfig:
     cache: bool = True
     # skip unreadable images / unpaired files with a warning instead of raising
     skip_bad: bool = False
+    # training only: denoise_* tasks draw sigma per image uniformly from [lo, hi] (blind denoising, DSRIR's
+    # [0, 55]); null = each task's own recipe. Test sets keep their fixed sigma (denoise_15/25/50).
+    noise_sigma_range: Optional[List[float]] = None
+    # real presets, training only: task -> N keeps N distinct targets (drawn with dataset.seed) and one of
+    # their inputs each at random (DSRIR's 5,000 RESIDE OTS pairs: dehaze: 5000); tasks not named: all pairs
+    sample_pairs: Dict[str, int] = field(default_factory=dict)
+    # a named metric protocol of aio.metrics.protocols for every test set (e.g. dsrir); null = aio's PSNR/SSIM
+    # with each set's crop_border / test_y_channel
+    metric_protocol: Optional[str] = None
     seed: int = 0
+    # kind=folder (conf/dataset/folder.yaml): degraded inputs and clean targets paired by file name, and the
+    # task (degradation) they show (null: the first of dataset.tasks; see aio/data/folder.py)
+    input: Optional[str] = None
+    target: Optional[str] = None
+    task: Optional[str] = None
 
 
 def load_preset(name: str, overrides: dict | None = None, conf_dir=None):

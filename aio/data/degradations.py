@@ -195,6 +195,27 @@ def snow(x: Tensor, generator=None, density=0.004, size=1.5, intensity=0.9, angl
     return (y * (1 - m) + m).clamp(0, 1)
 
 
+def gaussian_blur(x: Tensor, generator=None, sigma=2.0, kernel_radius=10.0) -> Tensor:
+    """Isotropic Gaussian blur of std ``sigma`` px on a square ``2 * floor(kernel_radius) + 1`` window
+    (MiOIR's blur: kernel sizes 7..21, i.e. ``kernel_radius`` in [3, 11), sigma in [1, 3])."""
+    s, r = _param(sigma, x), _param(kernel_radius, x).floor().clamp(min=1)
+    size = 2 * int(r.max()) + 1
+    k = gaussian_kernels(s, size)
+    coords = torch.arange(size, device=x.device, dtype=x.dtype) - size // 2
+    inside = (coords.abs().view(1, 1, -1, 1) <= _b(r)) & (coords.abs().view(1, 1, 1, -1) <= _b(r))
+    k = k * inside
+    return per_image_conv(x, k / k.sum(dim=(2, 3), keepdim=True)).clamp(0, 1)
+
+
+def bicubic_down_up(x: Tensor, generator=None, scale=4.0) -> Tensor:
+    """Bicubic downsampling by ``scale`` then bicubic upsampling back to the input size (MiOIR's SR input:
+    same size as the target). One ``scale`` per batch (the first image's)."""
+    h, w = x.shape[-2:]
+    f = float(_param(scale, x)[0])
+    lr = F.interpolate(x, scale_factor=1.0 / f, mode="bicubic", align_corners=False)
+    return F.interpolate(lr, size=(h, w), mode="bicubic", align_corners=False).clamp(0, 1)
+
+
 def defocus_blur(x: Tensor, generator=None, radius=2.5) -> Tensor:
     """Out-of-focus blur with a disk PSF of ``radius`` px."""
     return per_image_conv(x, disk_kernels(_param(radius, x))).clamp(0, 1)
@@ -247,6 +268,8 @@ OPS: dict[str, tuple[Callable, dict[str, Any], int]] = {
                     "angle": [-25.0, 25.0], "length": [1.0, 6.0], "veil": [0.0, 0.15]}, 1),
     "defocus_blur": (defocus_blur, {"radius": [1.0, 3.5]}, 2),
     "motion_blur": (motion_blur, {"length": [5.0, 15.0], "angle": [0.0, 180.0]}, 2),
+    "gaussian_blur": (gaussian_blur, {"sigma": [1.0, 3.0], "kernel_radius": [3.0, 11.0]}, 2),
+    "bicubic_down_up": (bicubic_down_up, {"scale": 4.0}, 2),
     "brightness": (brightness, {"factor": [0.3, 0.9]}, 3),
     "low_light": (low_light, {"gamma": [1.2, 2.0], "gain": [0.15, 0.45], "peak": [100.0, 400.0],
                               "sigma": [1.0, 3.0]}, 3),
@@ -381,6 +404,18 @@ def get_recipe(name: str, overrides: Mapping | None = None) -> Composite:
             return build({"type": "gaussian_noise", "sigma": sigma})
     raise ValueError(f"no degradation recipe for task {name!r}: add it under dataset.recipes "
                      f"(known: {', '.join(sorted(RECIPES))}, denoise_<sigma>)")
+
+
+def get_train_recipe(name: str, overrides: Mapping | None = None, noise_sigma_range=None) -> Composite:
+    """The training recipe of task ``name``: with ``noise_sigma_range = [lo, hi]`` a ``denoise*`` task not in
+    ``overrides`` draws sigma uniformly from [lo, hi] per image (blind denoising); else :func:`get_recipe`."""
+    overrides = _plain(overrides) or {}
+    if noise_sigma_range is not None and name.startswith("denoise") and name not in overrides:
+        lo, hi = (float(v) for v in noise_sigma_range)
+        if not 0 <= lo <= hi:
+            raise ValueError(f"dataset.noise_sigma_range={[lo, hi]} must be [lo, hi] with 0 <= lo <= hi")
+        return build({"type": "gaussian_noise", "sigma": [lo, hi]})
+    return get_recipe(name, overrides)
 
 
 def degrade_batch(x: Tensor, task: Tensor, recipes: Sequence[Callable], generator=None) -> Tensor:

@@ -11,10 +11,22 @@ Rules, applied identically to every file (inputs and targets alike):
 * EXIF orientation is ignored: pixels are used as stored, so an input and its target stay aligned.
 * A file that cannot be decoded raises :class:`ImageReadError` naming the path (the dataset skips it
   with a warning instead when ``dataset.skip_bad=true``).
+
+Writing a restored image back in its source's mode (``aio-restore``; :func:`read_image_with_source` /
+:func:`write_like_source`):
+
+* grey in -> grey out: the restored RGB is reduced to its ITU-R BT.601 luma ``0.299 R + 0.587 G + 0.114 B``
+  (the rule of Pillow's ``convert("L")``); the network always sees the grey replicated to RGB.
+* alpha is carried through unchanged: the network restores the colour, the source's alpha channel is
+  attached to the result (a format without alpha, e.g. ``ext=jpg``, drops it and says so).
+* 16-bit in -> 16-bit out (PNG, written by :func:`write_png16`; TIFF through tifffile). 16-bit RGB PNGs are
+  decoded at 8-bit precision (Pillow, above), so their 16-bit output carries the network's full precision
+  but the input's low byte was lost; this is reported per file.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -114,6 +126,116 @@ def to_uint8(t: torch.Tensor) -> np.ndarray:
         else:
             t = t.permute(1, 2, 0)
     return (t.clamp(0, 1) * 255.0).round().to(torch.uint8).numpy()
+
+
+@dataclass
+class SourceMode:
+    """What :func:`write_like_source` needs to write a result in its source's mode."""
+
+    gray: bool = False
+    alpha: np.ndarray | None = None  # float32 [H, W] in [0, 1]
+    bit_depth: int = 8
+    notes: list[str] = field(default_factory=list)  # what was converted on reading
+
+
+def _png_bit_depth(path: Path) -> int:
+    """The bit depth in a PNG's IHDR chunk (8 for anything that is not a PNG)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(26)
+    except OSError:
+        return 8
+    return head[24] if head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) > 24 else 8
+
+
+def read_image_with_source(path) -> tuple[torch.Tensor, SourceMode]:
+    """:func:`read_image` plus the source's mode (grey, alpha, bit depth) for :func:`write_like_source`."""
+    from PIL import Image
+
+    path = Path(path)
+    tensor = read_image(path)
+    with Image.open(path) as im:
+        mode = im.mode
+        if mode == "P" and "transparency" in im.info:
+            im, mode = im.convert("RGBA"), "RGBA"
+        alpha = None
+        if mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+            alpha = np.asarray(im.getchannel("A"), dtype=np.float32) / 255.0
+    src = SourceMode(gray=mode in ("L", "1", "LA", "La", "I;16", "I;16B", "I;16L", "I;16N", "I", "F"), alpha=alpha)
+    if mode.startswith("I") or _png_bit_depth(path) == 16:
+        src.bit_depth = 16
+        if not mode.startswith("I"):
+            src.notes.append("16-bit colour PNG decoded at 8-bit precision (Pillow)")
+    return tensor, src
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+
+
+def write_png16(path, array: np.ndarray) -> Path:
+    """Write a uint16 ``[H, W]`` or ``[H, W, C]`` (C = 2 grey+alpha, 3 RGB, 4 RGBA) array as a 16-bit PNG
+    (Pillow cannot write 16-bit colour PNGs): one IDAT, filter 0, big-endian samples."""
+    import struct
+    import zlib
+
+    a = np.asarray(array, dtype=np.uint16)
+    if a.ndim == 2:
+        a = a[:, :, None]
+    h, w, c = a.shape
+    color_type = {1: 0, 2: 4, 3: 2, 4: 6}[c]
+    raw = b"".join(b"\x00" + row.tobytes() for row in a.astype(">u2").reshape(h, w * c))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    path = Path(path)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
+    return path
+
+
+_ALPHA_FORMATS = ("PNG", "WEBP", "TIFF")
+_PIL_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF",
+                ".tiff": "TIFF", ".webp": "WEBP"}
+
+
+def write_like_source(path, rgb: torch.Tensor, src: SourceMode) -> list[str]:
+    """Write a restored RGB ``[3, H, W]`` image in its source's mode (module rules); returns what could
+    not be kept (e.g. ``"alpha dropped: JPEG has no alpha channel"``), empty when nothing was converted."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fmt = _PIL_FORMATS.get(path.suffix.lower(), "PNG")
+    notes = list(src.notes)
+    a = rgb.detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy()
+    if src.gray:
+        a = _luma(a)[:, :, None]
+    alpha = src.alpha
+    if alpha is not None and fmt not in _ALPHA_FORMATS:
+        notes.append(f"alpha dropped: {fmt} has no alpha channel")
+        alpha = None
+    if alpha is not None:
+        a = np.concatenate([a, alpha[:, :, None]], axis=2)
+    bits = src.bit_depth
+    if bits == 16 and fmt not in ("PNG", "TIFF"):
+        notes.append(f"written as 8-bit: {fmt} has no 16-bit mode")
+        bits = 8
+    if bits == 16:
+        q = np.round(a * 65535.0).astype(np.uint16)
+        if fmt == "TIFF":
+            import tifffile
+
+            tifffile.imwrite(path, q[:, :, 0] if q.shape[2] == 1 else q)
+        else:
+            write_png16(path, q)
+        return notes
+    q = np.round(a * 255.0).astype(np.uint8)
+    q = q[:, :, 0] if q.shape[2] == 1 else q
+    kw = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
+    Image.fromarray(q).save(path, format=fmt, **kw)
+    return notes
 
 
 def write_image(path, tensor: torch.Tensor) -> Path:

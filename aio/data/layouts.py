@@ -7,8 +7,10 @@ AIO (``dataset.kind=aio``)::
     <root>/Train/Dehaze/synthetic/partK/<id>_<A>_<beta>.jpg  original/<id>.png  (id = before first "_")
     <root>/Train/Deblur/blur/*  sharp/*                   (same names)
     <root>/Train/Enhance/low/*  gt/*                      (same names)
+    test sets: declared in the preset (``dataset.test_sets``), conventionally
+    <root>/test/denoise/{bsd68,urban100}/*  clean (Urban100: the 100 HR images), noise added with val.seed
+    <root>/test/derain/Rain100L/{input,target}/*   <root>/test/dehaze/{input,target}/* (SOTS outdoor)
     <root>/Train/Desnow/snowy/*  gt/*                     (same names; preset derain_desnow)
-    test sets: declared in the preset (``dataset.test_sets``)
 
 CDD-11 (``dataset.kind=cdd11``, OneRestore release): ``<root>/{train,test}/<category>/<name>`` with the
 target ``<root>/{train,test}/clear/<name>``.
@@ -33,8 +35,8 @@ from torch.utils.data import Dataset
 
 from . import degradations as D
 from .images import ImageReadError, is_image_file, read_image
-from .transforms import (EpochSeededDataset, augment, center_crop, derive_seed, generator_for, random_crop,
-                         single_thread)
+from .transforms import (EpochSeededDataset, augment, center_crop, derive_seed, generator_for, randint,
+                         random_crop, single_thread)
 
 
 class RootNotSetError(ValueError):
@@ -204,14 +206,43 @@ AIO_TRAIN["enhance"] = AIO_TRAIN["lowlight"]
 DENOISE_DIR = "Train/Denoise"
 
 
+def sample_one_input_per_target(listing: Listing, n: int, seed: int, task: str) -> Listing:
+    """Keep ``n`` distinct targets (a seeded random draw) and one of each one's inputs at random: how DSRIR
+    draws its 5,000 RESIDE OTS pairs (5,000 of the 8,970 clean images, one of their 35 hazy versions each)."""
+    by_target: dict[str, list[Sample]] = {}
+    for s in listing.samples:
+        by_target.setdefault(s.target, []).append(s)
+    targets = sorted(by_target)
+    g = generator_for("sample_pairs", seed, task)
+    chosen = sorted(torch.randperm(len(targets), generator=g)[:n].tolist())
+    out = Listing(problems=list(listing.problems))
+    if n > len(targets):
+        out.problems.append(Problem("warning", "fewer targets than sampled", task,
+                                    f"dataset.sample_pairs.{task}={n} but only {len(targets)} targets"))
+    for k in chosen:
+        group = by_target[targets[k]]
+        out.samples.append(group[randint(len(group), g)])
+    return out
+
+
 def train_listing(cfg, task: str) -> Listing:
-    """The training pairs of one task of a real preset."""
+    """The training pairs of one task of a real preset (``dataset.sample_pairs`` applied)."""
+    listing = _train_listing(cfg, task)
+    n = dict(cfg.get("sample_pairs") or {}).get(task)
+    return listing if n is None else sample_one_input_per_target(listing, int(n), int(cfg.seed), task)
+
+
+def _train_listing(cfg, task: str) -> Listing:
     root = require_root(cfg)
     cache, skip = bool(cfg.cache), bool(cfg.skip_bad)
     if cfg.kind == "cdd11":
         return list_pairs(root / "train" / task, root / "train" / "clear", cache=cache, skip_bad=skip)
+    if cfg.kind == "mio":
+        from .mio import mio_train_listing
+
+        return mio_train_listing(root, task, cache=cache, skip_bad=skip)
     if cfg.kind != "aio":
-        raise ValueError(f"dataset.kind={cfg.kind!r} has no folder layout (synthetic | aio | cdd11)")
+        raise ValueError(f"dataset.kind={cfg.kind!r} has no folder layout (synthetic | aio | cdd11 | mio)")
     if task.startswith("denoise"):
         return list_clean(root / DENOISE_DIR, cache=cache)
     if task not in AIO_TRAIN:
@@ -234,7 +265,11 @@ def test_listing(cfg, spec) -> Listing:
         return list_pairs(folder / "input", folder / "target", key_in=key_haze_id, skip_bad=bool(cfg.skip_bad))
     if layout == "cdd11":
         return list_pairs(folder, folder.parent / "clear", skip_bad=bool(cfg.skip_bad))
-    raise ValueError(f"test set layout {layout!r} unknown (clean | paired | dehaze | cdd11)")
+    if layout == "mio":
+        from .mio import mio_test_listing
+
+        return mio_test_listing(root, folder, skip_bad=bool(cfg.skip_bad))
+    raise ValueError(f"test set layout {layout!r} unknown (clean | paired | dehaze | cdd11 | mio)")
 
 
 # ------------------------------------------------------------------------------------------ datasets
@@ -254,6 +289,8 @@ class PairedTrainDataset(EpochSeededDataset):
     times. Unreadable pairs raise :class:`ImageReadError` naming the file, or are replaced by the next
     item with a warning when ``dataset.skip_bad``."""
 
+    listing = staticmethod(train_listing)  # (cfg, task) -> Listing; the folder dataset pairs its own
+
     def __init__(self, cfg):
         self.cfg = cfg
         self.task_names = list(cfg.tasks)
@@ -270,12 +307,12 @@ class PairedTrainDataset(EpochSeededDataset):
         self.counts = []
         self.base_counts = []
         for t, task in enumerate(self.task_names):
-            lst = train_listing(cfg, task)
+            lst = self.listing(cfg, task)
             errors = [p for p in lst.problems if p.severity == "error"]
             if errors:
                 raise FileNotFoundError(f"{errors[0].line()} (run `aio-data check` for the full report)")
             if lst.samples and lst.samples[0].input is None:
-                self.recipes[t] = D.get_recipe(task, cfg.recipes)
+                self.recipes[t] = D.get_train_recipe(task, cfg.recipes, cfg.get("noise_sigma_range"))
             for s in lst.samples:
                 self.samples.append((t, s))
             self.base_counts.append(len(lst.samples))
@@ -335,6 +372,11 @@ class TestSet(Dataset):
             raise ValueError(f"test set {name}: task {self.task_name!r} is not in dataset.tasks {self.task_names}")
         self.task = self.task_names.index(self.task_name)
         self.protocol = {"crop_border": int(spec.crop_border), "test_y_channel": bool(spec.test_y_channel)}
+        if cfg.get("metric_protocol"):
+            from aio.metrics.protocols import get_protocol
+
+            self.protocol = get_protocol(cfg.metric_protocol).set_protocol(self.task_name)
+        self.multiple = int(self.protocol.get("image_multiple", 1))
         self.samples = listing.samples
         if cfg.val.max_images is not None:
             self.samples = self.samples[: int(cfg.val.max_images)]
@@ -356,10 +398,20 @@ class TestSet(Dataset):
         if self.center is not None:
             tgt = center_crop(tgt, int(self.center))
             inp = center_crop(inp, int(self.center)) if inp is not None else None
+        if self.multiple > 1:  # the protocol's centre crop to a multiple (DSRIR: 8)
+            tgt = crop_to_multiple(tgt, self.multiple)
+            inp = crop_to_multiple(inp, self.multiple) if inp is not None else None
         if inp is None:
             g = generator_for("test", self.vseed, self.name, s.name)
             inp = self.recipe(tgt[None], g)[0]
         return {"input": inp.contiguous(), "target": tgt.contiguous(), "task": self.task, "name": s.name}
+
+
+def crop_to_multiple(t: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Centre-crop ``[C, H, W]`` to the largest multiple of ``multiple`` (the extra row/column at the bottom/right)."""
+    h, w = t.shape[-2:]
+    dh, dw = h % multiple, w % multiple
+    return t[..., dh // 2:h - dh + dh // 2, dw // 2:w - dw + dw // 2]
 
 
 def build_real_val_sets(cfg) -> dict[str, Dataset]:

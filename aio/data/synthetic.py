@@ -121,7 +121,7 @@ class SyntheticTrainDataset(EpochSeededDataset):
     def __init__(self, cfg):
         self.cfg = cfg
         self.task_names = list(cfg.tasks)
-        self.recipes = _recipes(cfg, self.task_names)
+        self.recipes = [D.get_train_recipe(t, cfg.recipes, cfg.get("noise_sigma_range")) for t in self.task_names]
         self.images = _CleanImages(clean_image_paths(cfg), skip_bad=bool(cfg.skip_bad))
         if len(self.images) == 0:
             raise FileNotFoundError(f"no clean images found under dataset.root={cfg.root}")
@@ -247,5 +247,9 @@ def _build_synthetic_val_sets(cfg) -> dict[str, Dataset]:
             clean = strip[..., top:top + size, left:left + size].contiguous()
             degraded = recipe(clean[None], g)[0].contiguous()
             items.append({"input": degraded, "target": clean, "task": t, "name": f"{task}/{name}_{k}"})
+        if cfg.get("metric_protocol"):
+            from aio.metrics.protocols import get_protocol
+
+            protocol = get_protocol(cfg.metric_protocol).set_protocol(task)
         sets[task] = FixedSet(items, task, protocol, tasks)
     return sets

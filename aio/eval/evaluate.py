@@ -12,6 +12,7 @@ import torch
 
 from aio.eval.tiling import call_model, tiled_forward, tta_forward
 from aio.metrics import get_metric
+from aio.metrics.protocols import metric_for
 
 
 @dataclass
@@ -136,7 +137,8 @@ def evaluate_sets(model, sets: Mapping[str, torch.utils.data.Dataset], *, device
     """Evaluate ``model`` on every dataset of ``sets`` (batch size 1, any image size).
 
     Each item is ``{"input", "target", "task", "name"}``; the set's ``.protocol`` (``crop_border``,
-    ``test_y_channel``; defaults 0 / False) selects the metric protocol. The model is called as
+    ``test_y_channel``; defaults 0 / False; ``name``: a named protocol of :mod:`aio.metrics.protocols`) selects the
+    metric protocol. The model is called as
     ``model(x, task=LongTensor[1])`` in eval mode under ``torch.inference_mode`` (its training mode is
     restored afterwards); ``tile`` enables tiled inference for images larger than ``tile`` px, ``tta``
     (``"x8"``/``"flip"``) self-ensembling. ``save_dir`` writes restored PNGs as
@@ -160,6 +162,7 @@ def evaluate_sets(model, sets: Mapping[str, torch.utils.data.Dataset], *, device
                 proto = dict(getattr(ds, "protocol", None) or {})
                 kw = dict(crop_border=int(proto.get("crop_border", 0) or 0),
                           test_y_channel=bool(proto.get("test_y_channel", False)))
+                set_fns = {m: metric_for(proto, m, fn) for m, fn in fns.items()}  # a named protocol's own metrics
                 vals: dict[str, list[float]] = {k: [] for m in metrics for k in (m, f"{m}_input")}
                 indices = range(len(ds))
                 if progress:
@@ -176,7 +179,7 @@ def evaluate_sets(model, sets: Mapping[str, torch.utils.data.Dataset], *, device
                     if y.shape != gt.shape:
                         raise ValueError(f"eval {set_name}/{item.get('name', i)}: output {tuple(y.shape)} "
                                          f"!= target {tuple(gt.shape)}")
-                    for m, fn in fns.items():
+                    for m, fn in set_fns.items():
                         opts = metric_options.get(m, {})
                         vals[m].append(float(fn(y, gt, **kw, **opts)[0]))
                         vals[f"{m}_input"].append(float(fn(x, gt, **kw, **opts)[0]))

@@ -5,6 +5,14 @@ from __future__ import annotations
 import torch
 
 
+def show_progress(flag) -> bool:
+    """Progress bars only on a terminal: in a log file (a pipe, CI, SLURM) tqdm's redraws become repeated
+    lines such as ``eval derain: 0/3``."""
+    import sys
+
+    return bool(flag) and sys.stderr.isatty()
+
+
 def pick_device(name: str | None) -> torch.device:
     if not name or name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -14,10 +14,12 @@ from typing import Any
 
 import torch.nn as nn
 
+from aio.losses.dsrir import DSRIRLoss
 from aio.losses.gfl import BandedFrequencyLoss, GuidedFrequencyLoss
 from aio.losses.mixed import MixedLoss
 from aio.losses.perceptual import PerceptualLoss, PerceptualWeightsError
 from aio.losses.pixel import CharbonnierLoss, EdgeLoss, FFTLoss, L1Loss
+from aio.losses.segmentation import ABAIRLoss
 
 
 def _perceptual(perceptual: Mapping | None = None, weight: float = 1.0) -> PerceptualLoss:
@@ -33,6 +35,8 @@ LOSSES = {
     "mixed": MixedLoss,
     "gfl": GuidedFrequencyLoss,
     "gfl_banded": BandedFrequencyLoss,
+    "dsrir": DSRIRLoss,
+    "abair": ABAIRLoss,
 }
 
 __all__ = ["build_loss", "LOSSES", "L1Loss", "CharbonnierLoss", "FFTLoss", "EdgeLoss", "PerceptualLoss",

@@ -64,10 +64,28 @@ def _show(key: str, value: Any) -> str:
     return f"{key}={str(value).lower() if isinstance(value, bool) else value}"
 
 
+def prompted_model_name(backbone: str, prompt: str | None) -> str:
+    """The registered model that adds ``prompt`` (``explicit`` | ``adaptive``, the ``prompt`` group) to
+    ``backbone``: the one whose class has ``prompt_backbone == backbone`` and ``prompt_kind == prompt``;
+    ``backbone`` itself for ``none``. A backbone without that variant is a one-line error."""
+    if prompt in (None, "none"):
+        return backbone
+    kinds = sorted({getattr(m, "prompt_kind") for m in _MODELS.values() if hasattr(m, "prompt_backbone")})
+    if prompt not in kinds:
+        raise ValueError(f"model.prompt={prompt!r} unknown; valid: none, {', '.join(kinds)}")
+    for key, m in _MODELS.items():
+        if getattr(m, "prompt_backbone", None) == backbone and getattr(m, "prompt_kind", None) == prompt:
+            return key
+    family = sorted({m.prompt_backbone for m in _MODELS.values() if getattr(m, "prompt_kind", None) == prompt})
+    raise ValueError(f"prompt={prompt} is supported only by backbone={'/'.join(family)}; "
+                     f"use prompt=none with backbone={backbone}")
+
+
 def model_from_config(cfg_model: Any) -> nn.Module:
     """Build a model from the composed ``model`` config node (a DictConfig or a dict).
 
-    Keys: ``name`` (a registered model), ``size`` (a key of ``sizes``, whose entry is merged over the other
+    Keys: ``name`` (a registered model), ``prompt`` (``none`` or the prompted variant of ``name``, see
+    :func:`prompted_model_name`), ``size`` (a key of ``sizes``, whose entry is merged over the other
     keys), ``sizes``, and the constructor's keyword arguments. Raises a one-line ValueError for an unknown
     name, size or key, or an ablation switch on a model that does not support it.
     """
@@ -82,6 +100,7 @@ def model_from_config(cfg_model: Any) -> nn.Module:
     name = cfg.pop("name", None)
     if name not in _MODELS:
         raise ValueError(f"unknown model name={name!r}; valid: {', '.join(list_models())}")
+    name = prompted_model_name(name, cfg.pop("prompt", "none"))
     sizes = cfg.pop("sizes", None) or {}
     size = cfg.pop("size", None)
     if size is not None:

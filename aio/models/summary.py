@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 
 import torch
 from torch import nn
@@ -12,6 +13,13 @@ from torch.utils.flop_counter import FlopCounterMode
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     """Number of parameters (all, or only those with ``requires_grad``); works on meta-device models."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def _forward_any(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``model(x)``, with a task label 0 for models whose forward takes one (explicit-prompt models need it)."""
+    if "task" in inspect.signature(model.forward).parameters:
+        return model(x, task=torch.zeros(1, dtype=torch.long, device=x.device))
+    return model(x)
 
 
 def forward_gflops(model: nn.Module, size: int | tuple[int, int] = 256, in_channels: int = 3) -> float:
@@ -27,7 +35,7 @@ def forward_gflops(model: nn.Module, size: int | tuple[int, int] = 256, in_chann
         x = torch.empty(1, in_channels, h, w, device="meta")
         counter = FlopCounterMode(display=False)
         with torch.no_grad(), counter:
-            meta(x)
+            _forward_any(meta, x)
     except (NotImplementedError, RuntimeError):  # an op without a meta kernel: count on the real device
         p = next(model.parameters())
         x = torch.zeros(1, in_channels, h, w, device=p.device, dtype=p.dtype)
@@ -35,6 +43,6 @@ def forward_gflops(model: nn.Module, size: int | tuple[int, int] = 256, in_chann
         was_training = model.training
         model.eval()
         with torch.no_grad(), counter:
-            model(x)
+            _forward_any(model, x)
         model.train(was_training)
     return counter.get_total_flops() / 1e9

@@ -57,3 +57,7 @@ def test_metric(set_name: str, metric: str, tta: str | None = None) -> str:
 
 
 TRAINABLE_PARAMS = "model/trainable_params"
+# What the data pipeline skips or pads (aio/data/summary.py): a one-line tag and two counts.
+TAG_DATA_SUMMARY = "aio.data_summary"
+DATA_SKIPPED = "data/skipped"
+DATA_PADDED = "data/padded"

@@ -189,6 +189,8 @@ class Trainer:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
                 run_id_file.write_text(self.mlflow_run_id)
             self.tracker.set_tags(tags)
+            from aio.data.summary import log_data_summary
+            log_data_summary(report, self.tracker, cfg.dataset.patch_size)  # what is skipped/padded, once
             global_batch = cfg.dataset.batch_size * self.dist.world_size * t.grad_accum
             self.tracker.log_params({**flatten(OmegaConf.to_container(cfg, resolve=True)),
                                      "train/global_batch": global_batch})

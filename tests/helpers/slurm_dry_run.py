@@ -51,7 +51,8 @@ def map_array(self, fn, *iterables):
         parameters={k: v for k, v in ex.parameters.items()},
         sbatch=ex._make_submission_file_text("<the submitit command>", "<uid>"),
         launcher=type(fn).__name__,
-        checkpointable=callable(getattr(fn, "checkpoint", None)),
+        # what a requeue does: submitit calls fn.checkpoint() and resubmits what it returns
+        checkpoint_resubmits=(lambda sub: f"{type(sub).__name__}:{sub.function is fn}")(fn.checkpoint()),
         pickled_bytes=len(cloudpickle.dumps(fn)),
         jobs=jobs,
     )
