@@ -79,14 +79,16 @@ EXPECTATIONS = {
                     "r06_09": (0.6, 0.9)}),
     "loss": (_loss_terms, {"l1": ["l_pix"], "charbonnier": ["l_pix"], "fft": ["l_freq"], "edge": ["l_edge"],
                            "perceptual": ["l_percep"], "mixed": ["l_edge", "l_percep", "l_pix"],
-                           "gfl": ["l_freq", "l_lap", "l_pix"]}),
+                           "gfl": ["l_gfl"], "gfl_banded": ["l_freq", "l_lap", "l_pix"]}),
     "dataset": (lambda c: (c.dataset.kind, list(c.dataset.tasks)[:2], len(c.dataset.tasks)),
                 {"synthetic": ("synthetic", ["denoise_15", "denoise_25"], 5),
                  "synthetic_aio3": ("synthetic", ["denoise_15", "denoise_25"], 5),
                  "synthetic_aio5": ("synthetic", ["denoise_25", "derain"], 5),
                  "synthetic_cdd11": ("synthetic", ["low", "haze"], 11),
                  "aio3": ("aio", ["denoise_15", "denoise_25"], 5), "aio5": ("aio", ["denoise_25", "derain"], 5),
-                 "cdd11": ("cdd11", ["low", "haze"], 11), "folder": ("folder", ["folder"], 1)}),
+                 "cdd11": ("cdd11", ["low", "haze"], 11), "folder": ("folder", ["folder"], 1),
+                 "derain_desnow": ("aio", ["derain", "desnow"], 2),
+                 "synthetic_derain_desnow": ("synthetic", ["derain", "desnow"], 2)}),
     "scale": (lambda c: (c.model.size, c.trainer.max_steps),
               {"tiny": ("tiny", 150), "small": ("small", 300), "paper": ("paper", 300000)}),
     "experiment": (_experiment_row, {
@@ -107,7 +109,8 @@ HYDRA_EXPECTATIONS = {
                  {"local": "BasicLauncher", "submitit_local": "LocalLauncher", "slurm": "SlurmLauncher"}),
     "sweep": (lambda c: (c.sweep.name, sorted(c.hydra.sweeper.params)),
               {"ablation": ("ablation", ["experiment"]), "lora_ratio": ("lora_ratio", ["lora_ratio"]),
-               "backbones": ("backbones", ["experiment"]), "losses": ("losses", ["loss"])}),
+               "backbones": ("backbones", ["experiment"]), "losses": ("losses", ["loss"]),
+               "seed004": ("seed004", ["loss", "strategy.until"])}),
 }
 
 

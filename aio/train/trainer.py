@@ -221,9 +221,9 @@ class Trainer:
 
         from aio.data.augment import build_batch_augment
         from aio.losses import build_loss
-        from aio.train.phases import _plain
+        from aio.train.phases import to_plain
 
-        same_loss = phase.loss == _plain(self.cfg.loss)
+        same_loss = phase.loss == to_plain(self.cfg.loss)
         self.loss_fn = self.run_loss if same_loss else build_loss(phase.loss).to(self.device)
         self.extra_losses = [build_loss(node).to(self.device) for node in phase.extra_losses]
         if state is not None and state.get("loss"):
