@@ -13,7 +13,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from aio.models.base import RestorationModel, crop_to
-from aio.models.layers import CSFF, DFRG, Downsample, OverlapPatchEmbed, Upsample, transformer_stage
+from aio.models.blocks.csff import CSFF
+from aio.models.blocks.dfrg import DFRG
+from aio.models.blocks.sampling import Downsample, OverlapPatchEmbed, Upsample
+from aio.models.blocks.transformer import transformer_stage
 from aio.models.registry import register_model
 
 
