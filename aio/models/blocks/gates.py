@@ -1,46 +1,45 @@
-"""Gates."""
+"""Gated attention of the seed-000 reference (``GatedMDTA`` in ``model.py``): ``none | headwise | elementwise``.
+
+The qkv projection is widened by a gate slice — ``heads`` channels (headwise) or ``dim`` channels
+(elementwise) — that sits right after ``q``; the attention output is multiplied by ``sigmoid(gate)`` per head
+(one value per head and pixel) or per element, before ``project_out``. ``none`` is the official MDTA.
+(aio's earlier residual-branch gates, ``sigmoid(dwconv(x)) * f(x)`` and SE, were not the seed's method and
+are gone.)
+"""
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
-from torch import nn
+
+GATES = ("none", "headwise", "elementwise")
 
 
-GATES = ("none", "elementwise", "channel")
+def check_gate(kind: str) -> str:
+    """``kind`` if it is a known gate, else a one-line ValueError."""
+    if kind not in GATES:
+        raise ValueError(f"gate={kind!r}; valid: {', '.join(GATES)}")
+    return kind
 
 
-class ElementwiseGate(nn.Module):
-    """``sigmoid(g(x)) * f(x)`` with ``g`` a depthwise 3x3 conv of the branch input ``x``."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.g = nn.Conv2d(dim, dim, 3, padding=1, groups=dim, bias=True)
-
-    def forward(self, x: torch.Tensor, fx: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.g(x)) * fx
+def gate_channels(kind: str, dim: int, heads: int) -> int:
+    """Extra qkv output channels of the gate: 0, ``heads`` or ``dim``."""
+    return {"none": 0, "headwise": heads, "elementwise": dim}[check_gate(kind)]
 
 
-class ChannelGate(nn.Module):
-    """Squeeze-excitation on the branch output: ``f(x) * sigmoid(W2 relu(W1 pool(f(x))))`` (reduction 16)."""
-
-    def __init__(self, dim: int, reduction: int = 16):
-        super().__init__()
-        hidden = max(4, dim // reduction)
-        self.fc1 = nn.Conv2d(dim, hidden, 1, bias=True)
-        self.fc2 = nn.Conv2d(hidden, dim, 1, bias=True)
-
-    def forward(self, x: torch.Tensor, fx: torch.Tensor) -> torch.Tensor:
-        s = fx.mean(dim=(2, 3), keepdim=True)
-        return fx * torch.sigmoid(self.fc2(F.relu(self.fc1(s))))
+def split_qkv_gate(kind: str, qkv: torch.Tensor, dim: int, heads: int):
+    """``(q, k, v, gate)`` from the widened qkv tensor (``gate`` is None for ``none``)."""
+    extra = gate_channels(kind, dim, heads)
+    if extra == 0:
+        q, k, v = qkv.chunk(3, dim=1)
+        return q, k, v, None
+    q, gate, k, v = qkv.split([dim, extra, dim, dim], dim=1)
+    return q, k, v, gate
 
 
-def make_gate(kind: str, dim: int) -> nn.Module | None:
-    """The gate module for ``kind`` (``none`` gives None: the plain residual ``x + f(x)``)."""
-    if kind == "none":
-        return None
-    if kind == "elementwise":
-        return ElementwiseGate(dim)
-    if kind == "channel":
-        return ChannelGate(dim)
-    raise ValueError(f"gate={kind!r}; valid: {', '.join(GATES)}")
+def apply_gate(kind: str, out: torch.Tensor, gate: torch.Tensor | None) -> torch.Tensor:
+    """``out * sigmoid(gate)`` with ``out`` ``[B, heads, C/heads, HW]`` and ``gate`` ``[B, heads | C, H, W]``."""
+    if gate is None:
+        return out
+    b, heads, c, hw = out.shape
+    shape = (b, heads, 1, hw) if kind == "headwise" else (b, heads, c, hw)
+    return out * torch.sigmoid(gate.reshape(shape))

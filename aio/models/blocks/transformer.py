@@ -1,19 +1,26 @@
-"""The Restormer transformer block and a stage of them."""
+"""The Restormer transformer block (optionally the seed-000 reference's gated / DFRG / gamma variants) and a
+stage of them."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import torch
 from torch import nn
 
 from aio.models.blocks.attention import Attention
-from aio.models.blocks.dfrg import DFRG
 from aio.models.blocks.ffn import FeedForward
-from aio.models.blocks.gates import make_gate
+from aio.models.blocks.lora import DENSE, LoRaPlan
 from aio.models.blocks.norm import LayerNorm
 
 
 class TransformerBlock(nn.Module):
-    """Restormer block ``x + attn(norm1(x))``, ``x + ffn(norm2(x))`` with optional branch gates and DFRG."""
+    """``x + g1 * attn(norm1(x))``, ``x + g2 * ffn(norm2(x))``.
+
+    ``gamma`` adds the learnable residual scales ``gamma1``/``gamma2`` (init 1) of the reference's
+    ``EnhancedTransformerBlock``; without it ``g1 = g2 = 1`` (official Restormer, ``GatedTransformerBlock``).
+    ``gate``, ``lora`` and ``dfrg`` are passed to :class:`Attention` (``lora`` also to :class:`FeedForward`).
+    """
 
     def __init__(
         self,
@@ -23,30 +30,25 @@ class TransformerBlock(nn.Module):
         bias: bool,
         LayerNorm_type: str,  # noqa: N803 (official spelling)
         gate: str = "none",
-        ffn_ratio: float = 1.0,
-        attn_ratio: float = 1.0,
-        spatial_lora: bool = False,
-        dfrg_experts: int = 0,
+        lora: LoRaPlan = DENSE,
+        dfrg: Mapping | None = None,
+        gamma: bool = False,
     ):
         super().__init__()
         self.norm1 = LayerNorm(dim, LayerNorm_type)
-        self.attn = Attention(dim, num_heads, bias, attn_ratio, spatial_lora)
+        self.attn = Attention(dim, num_heads, bias, gate, lora, dfrg)
         self.norm2 = LayerNorm(dim, LayerNorm_type)
-        self.ffn = FeedForward(dim, ffn_expansion_factor, bias, ffn_ratio, spatial_lora)
-        gate1, gate2 = make_gate(gate, dim), make_gate(gate, dim)
-        if gate1 is not None:
-            self.gate1, self.gate2 = gate1, gate2
-        if dfrg_experts > 0:
-            self.dfrg = DFRG(dim, dfrg_experts)
+        self.ffn = FeedForward(dim, ffn_expansion_factor, bias, lora)
+        if gamma:
+            self.gamma1 = nn.Parameter(torch.ones(1))
+            self.gamma2 = nn.Parameter(torch.ones(1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = self.attn(self.norm1(x))
-        x = x + (self.gate1(x, f) if hasattr(self, "gate1") else f)
-        f = self.ffn(self.norm2(x))
-        x = x + (self.gate2(x, f) if hasattr(self, "gate2") else f)
-        if hasattr(self, "dfrg"):
-            x = self.dfrg(x)
-        return x
+        if hasattr(self, "gamma1"):
+            x = x + self.gamma1 * self.attn(self.norm1(x))
+            return x + self.gamma2 * self.ffn(self.norm2(x))
+        x = x + self.attn(self.norm1(x))
+        return x + self.ffn(self.norm2(x))
 
 
 def transformer_stage(n: int, dim: int, heads: int, **block_kw) -> nn.Sequential:
