@@ -26,7 +26,7 @@ from aio.models.blocks.lora import BASELINE_ROLES, ENHANCED_ROLES, LoRaConv, LoR
 from aio.paths import CONF_DIR
 
 
-BACKBONES = ["restormer", "promptir", "nafnet", "nafnet_gopro"]
+BACKBONES = ["restormer", "promptir", "nafnet", "nafnet_gopro", "airnet"]
 #: The ablation rows (cumulative, as conf/experiment builds them) on top of the dense network.
 _LORA = {"ffn_ratio": 0.5, "attn_ratio": 0.8}
 _DFRG = _LORA | {"dfrg": {"enabled": True, "aux_weight": 0.1}}
