@@ -84,7 +84,7 @@ def test_autocast_bf16_and_channels_last(backbone):
     over = ROWS["csff"] if backbone == "restormer" else {}
     gate = "elementwise" if backbone == "restormer" else "none"
     model = model_from_config(model_cfg(backbone, gate=gate, **over)).to(memory_format=torch.channels_last)
-    x = torch.rand(1, 3, 40, 36).to(memory_format=torch.channels_last)
+    x = torch.rand(2, 3, 40, 36).to(memory_format=torch.channels_last)  # batch 2: spatial LoRa has BatchNorms
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = model(x)
     assert y.shape == x.shape and torch.isfinite(y.float()).all()
@@ -108,7 +108,7 @@ def test_registry():
     assert {"restormer", "promptir", "nafnet"} <= set(list_models())
     m = create_model("nafnet", width=4, enc_blk_nums=[1], middle_blk_num=1, dec_blk_nums=[1])
     assert m(torch.rand(1, 3, 9, 7)).shape == (1, 3, 9, 7)
-    with pytest.raises(ValueError, match="valid: nafnet, promptir, restormer"):
+    with pytest.raises(ValueError, match="valid: airnet, nafnet, promptir, restormer"):
         create_model("unet")
 
 

@@ -45,4 +45,12 @@ class DeformConv(nn.Module):
         out = self.conv_offset_mask(torch.cat([x, guide], dim=1))
         taps = out.shape[1] // 3
         offset, mask = out[:, : 2 * taps], torch.sigmoid(out[:, 2 * taps :])
-        return deform_conv2d(x, offset, self.weight, self.bias, padding=self.padding, mask=mask)
+        if x.dtype in (torch.float32, torch.float64):
+            return deform_conv2d(x, offset, self.weight, self.bias, padding=self.padding, mask=mask)
+        # bf16/fp16 (autocast): the op runs in fp32 (torchvision's CPU kernel has no bf16; its CUDA autocast
+        # rule does the same), the result goes back to the input's dtype
+        with torch.autocast(x.device.type, enabled=False):
+            bias = None if self.bias is None else self.bias.float()
+            y = deform_conv2d(x.float(), offset.float(), self.weight.float(), bias, padding=self.padding,
+                              mask=mask.float())
+        return y.to(x.dtype)
