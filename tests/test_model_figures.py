@@ -2,7 +2,7 @@
 issue 11's table), every ablation row and LoRa ratio as conf/experiment composes them, AirNet's official count
 (published 8.93 M), the default model's exact count, and forward GFLOPs at 256x256 to 0.1%.
 
-Everything is built on the meta device (no memory, no init); the GFLOPs counts are marked slow.
+Everything is built on the meta device (no memory, no init); the GFLOPs are counted there too.
 """
 
 from __future__ import annotations
@@ -76,7 +76,6 @@ GFLOPS_256 = {
 }
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("overrides,gflops", GFLOPS_256.items(), ids=list(GFLOPS_256))
 def test_forward_gflops_at_256(overrides, gflops):
     assert forward_gflops(composed(overrides.split() + ["model.size=paper"]), 256) == pytest.approx(gflops, rel=1e-3)
