@@ -35,6 +35,7 @@ from aio.train.distributed import (
 from aio.losses.contract import compute_loss
 from aio.tracking.mlflow_tracker import error_tag
 from aio.train.sampler import ResumableBatchSampler
+from aio.train.precision import AMP_CHOICES, adamw_kernel, amp_dtype, maybe_compile  # issue 19
 
 
 class NonFiniteLossError(RuntimeError):
@@ -82,8 +83,8 @@ def _git_commit() -> str:
 def validate_config(cfg: DictConfig) -> None:
     """One-line errors for bad values, before any work starts."""
     t = cfg.trainer
-    if t.amp not in ("none", "bf16", "fp16"):
-        raise ValueError(f"trainer.amp={t.amp} is not one of none, bf16, fp16")
+    if t.amp not in AMP_CHOICES:
+        raise ValueError(f"trainer.amp={t.amp} is not one of {', '.join(AMP_CHOICES)}")
     if t.max_steps < 1:
         raise ValueError(f"trainer.max_steps={t.max_steps} must be >= 1")
     if t.grad_accum < 1:
@@ -159,7 +160,8 @@ class Trainer:
         from timm.utils.model_ema import ModelEmaV3
 
         self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay
+            self.model.parameters(), lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay,
+            **adamw_kernel(self.device),  # issue 19: fused AdamW (torch's CPU default is a per-tensor loop)
         )
         self.scheduler = CosineLRScheduler(
             self.optimizer,
@@ -171,8 +173,8 @@ class Trainer:
             t_in_epochs=False,
         )
         self.ema = ModelEmaV3(self.model, decay=t.ema.decay, use_warmup=t.ema.warmup) if t.ema.enabled else None
-        self.scaler = torch.amp.GradScaler("cuda", enabled=t.amp == "fp16")
-        self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[t.amp]
+        self.amp_dtype = amp_dtype(t.amp, self.device)  # issue 19: trainer.amp=auto resolves per device
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype is torch.float16)
 
         # --- resume or fine-tune -------------------------------------------------------------------------
         self.mlflow_run_id: str | None = None
@@ -200,6 +202,7 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             unused = getattr(self.model, "has_unused_parameters", False)
             self.train_model = DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=unused)
+        self.train_model = maybe_compile(self.train_model, t.compile, self.device)  # issue 19: trainer.compile
 
         # --- tracking (rank 0 only) ----------------------------------------------------------------------
         from aio.tracking.mlflow_tracker import NullTracker, flatten, make_tracker
