@@ -71,10 +71,10 @@ def amp_dtype(name: str | None, device: torch.device | str) -> torch.dtype | Non
 
 def compile_unsupported_reason(device: torch.device | str) -> str | None:
     """Why ``torch.compile`` (inductor) cannot run on ``device`` here, or None when it can."""
-    device = torch.device(device)
-    import torch._dynamo
+    from torch._dynamo import is_dynamo_supported
 
-    if not torch._dynamo.is_dynamo_supported():
+    device = torch.device(device)
+    if not is_dynamo_supported():
         return "torch.compile (dynamo) does not support this Python/platform"
     if device.type == "cuda":
         try:
