@@ -211,7 +211,7 @@ def profile_top10(case: Case, x: torch.Tensor, y: torch.Tensor) -> str:
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if x.device.type == "cuda" else [])
     with profile(activities=activities) as prof:
         train_step(case, x, y)
-    key = "self_cuda_time_total" if x.device.type == "cuda" else "self_cpu_time_total"
+    key = "self_device_time_total" if x.device.type == "cuda" else "self_cpu_time_total"
     return prof.key_averages().table(sort_by=key, row_limit=10, max_name_column_width=44)
 
 

@@ -115,3 +115,12 @@ def test_attention_fast_paths_equal_the_official_formula(heads):
         (g,) = torch.autograd.grad(out.square().sum(), xi)
         assert (out - ref).abs().max() < 1e-5
         assert (g - g_ref).abs().max() < 1e-4
+
+
+def test_eval_runtime_accepts_auto():
+    from aio.eval.runtime import amp_dtype as eval_amp
+
+    assert eval_amp("auto", torch.device("cpu")) is precision.amp_dtype("auto", "cpu")
+    assert eval_amp(None, torch.device("cpu")) is None
+    with pytest.raises(ValueError, match=r"choose from \[null, bf16, fp16, auto\]"):
+        eval_amp("fp8", torch.device("cpu"))
