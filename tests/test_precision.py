@@ -124,3 +124,17 @@ def test_eval_runtime_accepts_auto():
     assert eval_amp(None, torch.device("cpu")) is None
     with pytest.raises(ValueError, match=r"choose from \[null, bf16, fp16, auto\]"):
         eval_amp("fp8", torch.device("cpu"))
+
+
+def test_attention_zero_query_and_key_rows_keep_finite_gradients():
+    torch.manual_seed(0)
+    att = Attention(8, 2, bias=False)
+    with torch.no_grad():
+        att.qkv.weight[:4].zero_()  # head 0: q = 0
+        att.qkv.weight[8:12].zero_()  # head 0: k = 0
+    x = torch.randn(1, 8, 6, 6).contiguous(memory_format=torch.channels_last).requires_grad_()
+    ref = _official_mdta(att, x)
+    out = att(x)
+    out.square().sum().backward()
+    assert (out - ref).abs().max() < 1e-5
+    assert all(torch.isfinite(p.grad).all() for p in att.parameters()) and torch.isfinite(x.grad).all()

@@ -270,11 +270,12 @@ class Attention(nn.Module):
             q, k, v = (u.permute(0, 2, 3, 1) for u in t.unbind(2))  # [B, heads, d, HW] strided views
         else:
             q, k, v = (t.reshape(b, heads, d, h * w) for t in qkv.chunk(3, dim=1))
-        # normalize(q) @ normalize(k)^T (F.normalize's eps 1e-12) as (q @ k^T) / (|q| |k|^T): the d x d
-        # product is divided instead of the two d x HW operands (same value, fewer full-size passes).
-        qn = torch.linalg.vector_norm(q, dim=-1, keepdim=True).clamp_min(1e-12)
-        kn = torch.linalg.vector_norm(k, dim=-1, keepdim=True).clamp_min(1e-12)
-        attn = ((q @ k.transpose(-2, -1)) / (qn * kn.transpose(-2, -1)) * self.temperature).softmax(dim=-1)
+        # normalize(q) @ normalize(k)^T (F.normalize's eps 1e-12) as (q @ k^T) * (1/|q|) * (1/|k|)^T: the d x d
+        # product is scaled instead of the two d x HW operands (same value, fewer full-size passes). Two
+        # separate factors, not 1/(|q| |k|): all-zero q and k rows stay 0 with finite gradients, as normalize's.
+        rq = torch.linalg.vector_norm(q, dim=-1, keepdim=True).clamp_min(1e-12).reciprocal()
+        rk = torch.linalg.vector_norm(k, dim=-1, keepdim=True).clamp_min(1e-12).reciprocal()
+        attn = ((q @ k.transpose(-2, -1)) * rq * rk.transpose(-2, -1) * self.temperature).softmax(dim=-1)
         attn = attn.to(v.dtype)
         if channels_last:  # (attn @ v)^T = v^T attn^T lands in [B, heads, HW, d]: channels_last again
             out = (v.transpose(-2, -1) @ attn.transpose(-2, -1)).transpose(1, 2).reshape(b, h, w, c)
