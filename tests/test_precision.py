@@ -62,6 +62,7 @@ def test_compile_error_is_one_line(monkeypatch, tiny_overrides, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # inductor runs g++ per kernel: ~minutes on 2 free cores, far more on a busy machine
 def test_three_compiled_steps(tiny_overrides, tmp_path):
     reason = precision.compile_unsupported_reason("cpu")
     if reason:
