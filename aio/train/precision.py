@@ -1,4 +1,4 @@
-"""Numerics and speed switches of a run: ``amp`` (none | bf16 | fp16 | auto), ``torch.compile``, the AdamW kernel.
+"""Numerics and speed switches of a run: ``amp`` (none | bf16 | fp16 | auto), ``torch.compile``.
 
 ``auto`` picks bf16 autocast where the hardware runs it natively (CUDA devices with bf16 support; CPUs
 with AMX or AVX512-BF16, where oneDNN's bf16 convs and matmuls are ~2x fp32) and fp32 elsewhere (bf16
@@ -104,15 +104,6 @@ def maybe_compile(model: nn.Module, enabled: bool, device: torch.device | str) -
     return torch.compile(model)
 
 
-def adamw_kernel(params_device: torch.device | str) -> dict[str, bool]:
-    """AdamW's fastest kernel for parameters on ``params_device``: ``fused`` (one kernel over all tensors;
-    CPU and CUDA since torch 2.4), else ``foreach``. torch's default on CPU is the per-tensor for-loop."""
-    device = torch.device(params_device)
-    if device.type in ("cpu", "cuda"):
-        return {"fused": True}
-    return {"foreach": True}
-
-
 __all__ = [
     "AMP_CHOICES",
     "cpu_bf16_flags",
@@ -121,5 +112,4 @@ __all__ = [
     "amp_dtype",
     "compile_unsupported_reason",
     "maybe_compile",
-    "adamw_kernel",
 ]
