@@ -12,6 +12,12 @@ How the option tests work (so a new group or option cannot slip through):
   class, the loss's terms, the dataset's tasks and protocol, the launcher class, ...) and compares it with the
   table entry of the option. An option without an entry fails with a message naming the table to extend;
   a group without a probe gets only the generic check.
+* A group that the primary config's defaults list does not name (``abair``) is *appended*: the generic check
+  selects its options as ``+group=option`` (a single run), the probe composes each option as the sweep that
+  lists it in its grid runs it (``sweep=abair_table6 abair=ir_only``: the sweep's own defaults list adds the
+  group), so a sweep's strategy cannot silently undo a row.
+* An option whose documented use needs other choices (``loss=dsrir`` needs ``backbone=dsrir``) is probed
+  with them (``CONTEXT``).
 """
 
 from __future__ import annotations
@@ -381,6 +387,21 @@ def test_model_options_change_the_network():
     ratios = sorted(GROUPS["lora_ratio"], key=lambda o: EXPECTATIONS["lora_ratio"][1][o])
     counts = [params(f"lora_ratio={o}") for o in ratios]
     assert counts == sorted(counts) and len(set(counts)) == len(counts), dict(zip(ratios, counts))
+
+
+def test_abair_adapter_rows_change_the_adapters():
+    """Table 7 rows build the adapters they name (tiny ABAIR, as the sweep composes them): LoRA's parameters
+    grow linearly with the rank, VeRA trains a small fraction of LoRA's, Conv-LoRA more than LoRA (the
+    relations of README's paper-size counts: 2.64 / 5.28 M, 0.40 M, 2.77 M at rank 4 / 8)."""
+    def adapter_params(option):
+        cfg = compose_train(_probe_overrides("abair", option))
+        with open_dict(cfg):
+            cfg.model.init_from = None  # the sweep's previous-phase checkpoint: not needed to count
+        return sum(p.numel() for k, p in _model(cfg).named_parameters() if ".adapters." in k)
+
+    n = {o: adapter_params(o) for o in ("lora_r4", "lora_r8", "vera_r4", "conv_lora_r4")}
+    assert n["lora_r4"] > 0 and n["lora_r8"] == 2 * n["lora_r4"], n
+    assert 0 < n["vera_r4"] < n["lora_r4"] / 4 and n["conv_lora_r4"] > n["lora_r4"], n
 
 
 def test_experiment_rows_chain_cumulatively():
