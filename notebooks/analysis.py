@@ -50,7 +50,8 @@ from matplotlib.ticker import MaxNLocator
 import pandas as pd
 from IPython.display import display
 
-from aio.tables.collect import SWEEP_TAG, child_runs, collect_sweep, find_parent_run, open_client
+from aio.tables.collect import child_runs, collect_sweep, find_parent_run, open_client
+from aio.tracking import names
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto, imported by mlflow
@@ -80,7 +81,7 @@ def save_figure(fig, name: str) -> Path | None:
 
 def run_label(run) -> str:
     tags = run.data.tags
-    return tags.get("aio.row_label") or tags.get("aio.row") or run.info.run_name or run.info.run_id[:8]
+    return tags.get(names.TAG_ROW_LABEL) or tags.get(names.TAG_ROW) or run.info.run_name or run.info.run_id[:8]
 
 
 print(f"python: {sys.executable}")
@@ -92,7 +93,7 @@ children: list = []
 try:
     client = open_client(TRACKING_URI)
     parent = find_parent_run(client, SWEEP, EXPERIMENT)
-    sweep_name = parent.data.tags.get(SWEEP_TAG) or parent.info.run_name or parent.info.run_id
+    sweep_name = parent.data.tags.get(names.TAG_SWEEP) or parent.info.run_name or parent.info.run_id
     children = sorted(child_runs(client, parent), key=lambda r: r.info.start_time or 0)
     print(f"sweep {sweep_name!r}: parent run {parent.info.run_id} ({parent.info.status}), {len(children)} child runs")
     for run in children:
@@ -124,7 +125,7 @@ else:
 finished_rows: list[tuple[str, str, str]] = []  # (row key, label, run id)
 if len(df):
     for row, rec in df[(df["kind"] == "run") & (df["status"] == "FINISHED")].iterrows():
-        finished_rows.append((str(row), str(rec["label"]), str(rec["run_id"])))
+        finished_rows.append((str(row), str(rec["label"]), str(rec["run_id"]).split(",")[0]))  # seed 0's run
 
 # %% [markdown]
 # ## 2. Training curves
@@ -132,7 +133,8 @@ if len(df):
 # their partial curves, marked in the legend).
 
 # %%
-CURVES = [("train/loss", "training loss"), ("val/avg/psnr", "validation PSNR (avg) [dB]")]
+CURVES = [(names.train_metric("loss"), "training loss"),
+          (names.val_metric(names.AVG, "psnr"), "validation PSNR (avg) [dB]")]
 if children:
     fig, axes = plt.subplots(1, len(CURVES), figsize=(6 * len(CURVES), 4), squeeze=False)
     plotted = 0
@@ -187,10 +189,11 @@ for row, label, run_id in finished_rows:
     except Exception as err:
         note(f"{label}: could not read run {run_id}: {err}")
         continue
-    if "model/params_m" not in metrics or "val/avg/psnr" not in metrics:
+    psnr_key = names.val_metric(names.AVG, "psnr")
+    if names.PARAMS_M not in metrics or psnr_key not in metrics:
         note(f"{label}: model/params_m or val/avg/psnr not logged; skipped")
         continue
-    points.append((label, metrics["model/params_m"], metrics["val/avg/psnr"]))
+    points.append((label, metrics[names.PARAMS_M], metrics[psnr_key]))
 
 if points:
     fig, ax = plt.subplots(figsize=(6, 4.5))
@@ -251,7 +254,8 @@ else:
 # %%
 SAMPLES_PATH = "samples"
 # every table row with a run (a failed run may still have logged a grid before it stopped)
-row_runs = [(str(k), str(v["label"]), str(v["run_id"])) for k, v in df.iterrows() if v["run_id"]] if len(df) else []
+row_runs = [(str(k), str(v["label"]), str(v["run_id"]).split(",")[0]) for k, v in df.iterrows()
+            if isinstance(v["run_id"], str) and v["run_id"]] if len(df) else []
 grids = []
 for row, label, run_id in row_runs:
     try:

@@ -213,7 +213,8 @@ EXPECTATIONS = {
                  "abair_unseen_real": ("aio", ["bitdepth", "dejpeg_q20"], 3, None),
                  "abair_mixed": ("synthetic", ["blur_noise", "blur_jpeg"], 3, None)}),
     "scale": (lambda c: (c.model.size, c.trainer.max_steps),
-              {"tiny": ("tiny", 150), "small": ("small", 300), "paper": ("paper", 300000)}),
+              {"tiny": ("tiny", 150), "small": ("small", 300), "paper": ("paper", 300000),
+               "demo": ("small", 300)}),  # make demo: "small model, batch 8, 300 steps", 48-px crops
     "experiment": (_experiment_row, {
         "baseline": (R, "elementwise", 0.5, 0.8, False, False, False, "l1", "none", "mixed"),
         "dfrg": (R, "elementwise", 0.5, 0.8, True, False, False, "l1", "none", "mixed"),
@@ -281,7 +282,10 @@ HYDRA_EXPECTATIONS = {
                "abair_table6": ("abair_table6", {"abair": ["ir_only", "synthetic", "cutmix", "segmentation"]}),
                "abair_table7": ("abair_table7", {"abair": [f"{k}_r{r}" for k in ("lora", "vera", "conv_lora")
                                                            for r in (4, 8, 16)]}),
-               "abair_table8": ("abair_table8", {"abair": ["blend_sum", "blend_average", "blend_sw"]})}),
+               "abair_table8": ("abair_table8", {"abair": ["blend_sum", "blend_average", "blend_sw"]}),
+               "per_task": ("per_task", {"experiment": ["baseline", "full"]}),
+               "sota": ("sota", {"experiment": ["restormer", "promptir", "full"],
+                                 "dataset": ["synthetic_aio3", "synthetic_aio5", "synthetic_cdd11"]})}),
 }
 
 

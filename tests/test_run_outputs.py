@@ -17,6 +17,9 @@ from aio.train import checkpoint as ckpt_io
 from aio.train.run_name import run_label
 
 
+SLOW = pytest.mark.slow  # they share two tiny CLI runs and a failing one (~40 s on an idle 2-core machine)
+
+
 def _train(args, env, timeout=600):
     return subprocess.run([sys.executable, "-m", "aio.cli.train", *args], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
@@ -42,12 +45,14 @@ def finished(tmp_path_factory, _template_store):
     return {"dir": run_dir, "first": first, "again": again, "stale": stale, "tmp": tmp, "env": env}
 
 
+@SLOW
 def test_train_log_holds_the_console_lines(finished):
     log = (finished["dir"] / "train.log").read_text()
     assert "[aio] phase 1/2 easy" in log and "[aio] step 4/4" in log and "val PSNR" in log
     assert "[aio] step 4/4" in finished["first"].stdout  # the console showed the same lines
 
 
+@SLOW
 def test_non_terminal_output_has_no_progress_bar_redraws(finished):
     text = finished["first"].stdout + finished["first"].stderr + (finished["dir"] / "train.log").read_text()
     assert "train:" not in text and "it/s]" not in text  # tqdm draws only on a terminal
@@ -55,15 +60,18 @@ def test_non_terminal_output_has_no_progress_bar_redraws(finished):
     assert len(lines) == 1, lines
 
 
+@SLOW
 def test_checkpoint_saves_are_announced(finished):
     assert f"[aio] saved checkpoint {finished['dir'] / 'checkpoints' / 'last.pt'} (step 4)" in finished["first"].stdout
 
 
+@SLOW
 def test_rerunning_a_finished_run_says_it_is_complete(finished):
     out = finished["again"].stdout
     assert "run already complete: step 4 of 4" in out and "resumed" not in out
 
 
+@SLOW
 def test_stale_temp_files_are_removed_on_start(finished):
     assert not finished["stale"].exists()
     assert [p.name for p in (finished["dir"] / "checkpoints").iterdir()] == ["last.pt"]
@@ -78,6 +86,7 @@ def test_checkpoint_mode_follows_the_umask(tmp_path):
     assert path.stat().st_mode & 0o777 == 0o640
 
 
+@SLOW
 def test_failed_run_leaves_no_stub_folder(finished):
     bad = finished["tmp"] / "runs" / "2026-01-01" / "bad"
     failed = _train(["debug=tiny", "trainer.device=cpu", "logger=none", "trainer.warmup_steps=99",
@@ -86,6 +95,7 @@ def test_failed_run_leaves_no_stub_folder(finished):
     assert not bad.exists() and not bad.parent.exists()
 
 
+@SLOW
 def test_standalone_mlflow_run_names_say_what_was_trained(finished):
     from mlflow.tracking import MlflowClient
 

@@ -50,7 +50,7 @@ def test_seed004_sweep_runs_and_logs_all_three_psnr_columns(tmp_path, mlflow_sto
     assert done.returncode == 0, done.stderr[-3000:]
     client = MlflowClient(tracking_uri=mlflow_store)
     exp = client.get_experiment_by_name("aio")
-    jobs = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("aio.role") != "parent"]
+    jobs = [r for r in client.search_runs([exp.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
     rows = {r.data.tags.get("aio.row"): r for r in jobs}
     assert sorted(rows) == sorted(str(r.key) for r in compose_train(["sweep=seed004"]).sweep.rows)
     for key, run in rows.items():
@@ -60,3 +60,24 @@ def test_seed004_sweep_runs_and_logs_all_three_psnr_columns(tmp_path, mlflow_sto
         until = key.split(",")[1]
         assert f"val:{until}/avg/psnr" in run.data.metrics and run.data.tags["aio.phase"] == until
     assert rows["gfl,ft3"].data.params["loss.name"] == "gfl"
+
+
+def test_derain_desnow_folder_layout_is_read(tmp_path):
+    import torch
+
+    from aio.data import build_train_dataset, build_val_sets, check_dataset, write_image
+    from aio.data.config import load_preset
+
+    g = torch.Generator().manual_seed(0)
+    for folder, names in (("Train/Derain/rainy", ["rain-1.png"]), ("Train/Derain/gt", ["norain-1.png"]),
+                          ("Train/Desnow/snowy", ["a.png", "b.png"]), ("Train/Desnow/gt", ["a.png", "b.png"]),
+                          ("test/derain/input", ["t.png"]), ("test/derain/target", ["t.png"]),
+                          ("test/desnow/input", ["s.png"]), ("test/desnow/target", ["s.png"])):
+        for name in names:
+            (tmp_path / folder).mkdir(parents=True, exist_ok=True)
+            write_image(tmp_path / folder / name, torch.rand(3, 40, 40, generator=g))
+    cfg = load_preset("derain_desnow", {"root": str(tmp_path), "patch_size": 32, "cache": False})
+    assert check_dataset(cfg).ok
+    train = build_train_dataset(cfg)
+    assert train.task_names == ["derain", "desnow"] and train.counts == [1, 2]
+    assert sorted(build_val_sets(cfg)) == ["Rain", "Snow"]

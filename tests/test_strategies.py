@@ -11,16 +11,16 @@ from aio.train.phases import trainable_names
 from aio.train.trainer import Trainer
 from conftest import compose_train
 
-# ABAIR's three one-phase strategies chain previous phases' checkpoints: tests/test_abair_pipeline.py runs them
-STRATEGIES = sorted(p.stem for p in (CONF_DIR / "strategy").glob("*.yaml") if not p.stem.startswith("abair_"))
+# the general strategies (issue 12); method branches' own strategies (abair_*, dsrir_*) are run by their tests
+STRATEGIES = ["mixed", "progressive", "sequential", "sequential_restormer", "staged_finetune", "task_incremental"]
 ORDER = "strategy.order=[derain,denoise_15,dehaze]"  # the synthetic preset's tasks (mio7 names elsewhere)
 
 
-def test_every_strategy_file_is_covered():
-    assert set(STRATEGIES) == {"mixed", "progressive", "task_incremental", "sequential", "sequential_restormer",
-                               "staged_finetune"}
+def test_every_general_strategy_has_its_file():
+    assert set(STRATEGIES) <= {p.stem for p in (CONF_DIR / "strategy").glob("*.yaml")}
 
 
+@pytest.mark.slow  # 15-30 s each on an idle 2-core machine (a model, 4+ phases, validations, MLflow)
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_strategy_runs_at_tiny_scale_with_its_phases_in_mlflow(strategy, tiny_overrides, tmp_path):
     from mlflow.tracking import MlflowClient

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -117,6 +118,7 @@ def test_latex_structure():
     for token in ("\\toprule", "\\midrule", "\\bottomrule", "\\caption{", "\\label{tab:fixed}"):
         assert token in tex
     assert "\\multicolumn{2}{c}{SOTS}" in tex and "\\cmidrule(lr){2-3}" in tex and "\\multicolumn{2}{c}{Average}" in tex
+    assert "\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{%" in tex  # only ever shrinks
     assert "50\\% of the LoRa\\_Gate \\& co." in tex
     assert "odd\\_\\{name\\} \\#1 \\textasciitilde{} \\$x\\textasciicircum{}2\\$ \\textbackslash{} 100\\%" in tex
     lines = tex.splitlines()
@@ -130,7 +132,7 @@ def test_latex_structure():
     assert "& 30.58 & 0.974 & 36.37 & 0.972 & -- & -- & 35.59 & -- \\\\" in lines[prompt]
     foot = next(line for line in lines if line.startswith("\\par"))
     assert "$^\\dagger$" in foot and "PromptIR README" in foot
-    assert lines.index(foot) > lines.index("\\end{tabular}") and lines[-1] == "\\end{table}"
+    assert lines.index(foot) > lines.index("\\end{tabular}%") and lines[-1] == "\\end{table}"
 
 
 def test_best_and_second_by_direction():
@@ -139,23 +141,37 @@ def test_best_and_second_by_direction():
     # higher PSNR is better
     assert marks[("dfrg", "SOTS/psnr")] == "best" and marks[("baseline", "SOTS/psnr")] == "second"
     assert ("odd", "SOTS/psnr") not in marks
-    # ties share the mark (0.9701 twice), second is the next distinct value
-    assert marks[("baseline", "Rain100L/ssim")] == marks[("dfrg", "Rain100L/ssim")] == "best"
-    assert marks[("odd", "Rain100L/ssim")] == "second"
-    # compared as displayed: 32.3812 and 32.3795 both print as 32.38, a tie
-    assert marks[("baseline", "avg/psnr")] == marks[("dfrg", "avg/psnr")] == "best"
-    assert marks[("odd", "avg/psnr")] == "second"
+    # a tie at the top (0.9701 twice) is not a "best": the column has no marks
+    assert not any(key == "Rain100L/ssim" for _, key in marks)
+    # compared as displayed: 32.3812 and 32.3795 both print as 32.38, a rounding tie: no marks either
+    assert not any(key == "avg/psnr" for _, key in marks)
     assert marks[("dfrg", "avg/ssim")] == "best" and marks[("baseline", "avg/ssim")] == "second"
-    # lower params / GFLOPs are better
-    assert marks[("odd", "gflops")] == "best" and marks[("baseline", "gflops")] == "second"
-    assert marks[("odd", "params_m")] == "best" and marks[("baseline", "params_m")] == "second"
-    assert ("dfrg", "params_m") not in marks
+    # Params / GFLOPs are not quality metrics: unranked unless the spec says rank: all (then lower is better)
+    assert not any(key in ("params_m", "gflops") for _, key in marks)
+    ranked_all = rank_marks(df, table_columns(df, {**spec, "rank": "all"}))
+    assert ranked_all[("odd", "gflops")] == "best" and ranked_all[("baseline", "gflops")] == "second"
+    assert ranked_all[("odd", "params_m")] == "best" and ("dfrg", "params_m") not in ranked_all
     # published rows (better numbers!) and failed rows are never marked
     assert not any(row.startswith("pub:") or row == "failed" for row, _ in marks)
     tex = render_latex(df, spec)
-    assert "\\textbf{9.87}" in tex and "\\underline{12.35}" in tex and "\\textbf{29.57}" in tex
+    assert "\\textbf{29.57}" in tex and "\\underline{29.12}" in tex and "\\textbf{9.87}" not in tex
     md = render_markdown(df, spec)
-    assert "**9.87**" in md and "<u>12.35</u>" in md and "| + CSFF (failed) | – | – |" in md
+    assert "**29.57**" in md and "<u>29.12</u>" in md
+    failed = next(line for line in md.splitlines() if line.startswith("| + CSFF (failed)"))
+    assert [c.strip() for c in failed.split("|")[2:-1]] == ["\u2013"] * 8
+
+
+def test_a_tie_in_the_second_place_gets_no_second_mark():
+    df = pd.DataFrame({"label": list("abc"), "kind": ["run"] * 3, "S/psnr": [30.0, 29.0, 29.001]}, index=list("abc"))
+    marks = rank_marks(df, table_columns(df, {"metrics": ["psnr"], "average": False, "extra_columns": []}))
+    assert marks == {("a", "S/psnr"): "best"}
+
+
+def test_params_get_enough_decimals_to_tell_rows_apart():
+    df = pd.DataFrame({"label": ["a", "b"], "kind": ["run"] * 2, "params_m": [0.0546, 0.0612]}, index=["a", "b"])
+    spec = {"metrics": [], "average": False, "extra_columns": ["params_m"]}
+    (col,) = table_columns(df, spec)
+    assert col.decimals == 3 and "0.055" in render_markdown(df, spec) and "0.055" in render_latex(df, spec)
 
 
 def test_single_run_not_ranked_and_ssim_decimals():
@@ -185,7 +201,7 @@ def test_escape_latex():
     )
 
 
-def _pdflatex(tmp_path: Path, tex: str, packages: str = "\\usepackage{booktabs}") -> None:
+def _pdflatex(tmp_path: Path, tex: str, packages: str = "\\usepackage{booktabs}\n\\usepackage{graphicx}") -> None:
     exe = shutil.which("pdflatex")
     if exe is None:
         pytest.skip("pdflatex is not on PATH (apt-get install texlive-latex-base texlive-latex-recommended)")
@@ -207,7 +223,7 @@ def test_latex_compiles(tmp_path):
 
 
 def test_latex_compiles_resized_wide_float(tmp_path):
-    spec = {**_fixed_spec(), "resize": True, "float": "table*"}
+    spec = {**_fixed_spec(), "layout": "double"}
     _pdflatex(tmp_path, render_latex(_fixed_frame(), spec), "\\usepackage{booktabs}\n\\usepackage{graphicx}")
 
 
@@ -333,7 +349,8 @@ def store(tmp_path_factory):
 
 def test_collect_from_mlflow(store):
     df, spec = collect_sweep(store["client"], store["parent"])
-    assert spec["sets"] == SETS and spec["caption"] == "Ablation of the LoRa-Gate-Restormer components on aio3."
+    assert spec["sets"] == SETS
+    assert spec["caption"] == "Ablation of the LoRa-Gate-Restormer components on AIO-3 (BSD68 \u03c3=15/25/50, Rain100L, SOTS)."
     assert list(df.index) == ["baseline", "dfrg", "csff", "full", "pub:PromptIR"]
     assert df.loc["dfrg", "SOTS/psnr"] == pytest.approx(32.4)  # latest value of the re-run
     assert df.loc["csff", "Rain100L/psnr"] == pytest.approx(31.2) and df.loc["csff", "status"] == "FINISHED"
@@ -350,11 +367,11 @@ def test_collect_from_mlflow(store):
     full = next(line for line in lines if line.startswith("+ Mixed loss"))
     assert full == "+ Mixed loss" + " & --" * 10 + " \\\\"
     base = next(line for line in lines if line.startswith("Baseline"))
-    assert "\\textbf{1.20}" in base and "\\textbf{10.50}" in base  # lower params / GFLOPs are best
+    assert "1.20" in base and "\\textbf{1.20}" not in base  # Params / GFLOPs are not ranked
     dfrg = next(line for line in lines if line.startswith("+ DFRG"))
     assert "\\textbf{32.40}" in dfrg and "\\textbf{0.910}" in dfrg and "11.25" in dfrg and "\\textbf{11.25}" not in dfrg
     csff = next(line for line in lines if line.startswith("+ CSFF"))
-    assert "\\underline{32.20}" in csff and "\\underline{10.75}" in csff
+    assert "\\underline{32.20}" in csff and "10.75" in csff
     assert "PromptIR$^\\dagger$" in tex and "PromptIR README" in tex
 
 
@@ -365,8 +382,10 @@ def test_find_parent_run(store):
     assert find_parent_run(client, store["old"]).info.run_id == store["old"]
     with pytest.raises(TablesError, match=r"unknown sweep 'nope'.*known sweeps: empty, ablation"):
         find_parent_run(client, "nope")
+    with pytest.raises(TablesError, match="'ablation' has not been run yet.*experiment 'other'"):
+        find_parent_run(client, "ablation", experiment="other")  # a sweep file of this checkout
     with pytest.raises(TablesError, match="no experiment 'other'"):
-        find_parent_run(client, "ablation", experiment="other")
+        find_parent_run(client, "nosuchsweep", experiment="other")
 
 
 def test_no_children_and_missing_store(store, tmp_path):
@@ -416,7 +435,7 @@ def test_cli_end_to_end(store, tmp_path):
     assert proc.returncode == 0, proc.stderr
     md = (out / "ablation.md").read_text()
     assert md in proc.stdout and str(out / "ablation.tex") in proc.stdout
-    assert "| Baseline (LoRa-Gate-Restormer) |" in md and "| + Mixed loss | – |" in md
+    assert re.search(r"^\| Baseline \(LoRa-Gate-Restormer\) +\|", md, re.M) and re.search(r"^\| \+ Mixed loss +\| +– \|", md, re.M)
     assert "AdaIR†" in md  # --published AIO-3: every AIO-3 method
     assert "\\bottomrule" in (out / "ablation.tex").read_text()
     assert "ablation.csv" in {p.name for p in out.iterdir()}
@@ -441,7 +460,7 @@ def test_frame_without_spec_rows():
     assert df.loc["loss=gfl", "status"] == "RUNNING" and math.isnan(df.loc["loss=gfl", "SOTS/psnr"])
     assert spec["caption"] == "Results of the multirun-x sweep." and spec["label"] == "tab:multirun-x"
     md = render_markdown(df, spec)
-    assert "| loss=gfl | – | – |" in md and "\\textbf" not in render_latex(df, spec)
+    assert re.search(r"^\| loss=gfl +\| +– \| +– \|$", md, re.M) and "\\textbf" not in render_latex(df, spec)
 
 
 def test_lower_is_better_metric_and_directions_agree_with_aio_metrics():

@@ -63,46 +63,12 @@ def log_to_mlflow(cfg: DictConfig, result, meta: dict, csv_path: Path, checkpoin
     uri = _tracking_uri(cfg)
     if uri is None:
         return None
-    from mlflow.tracking import MlflowClient
+    from aio.tracking.runs import log_evaluation
 
-    from aio.tracking.mlflow_tracker import check_tracking_uri, get_or_create_experiment, with_retry
-
-    check_tracking_uri(uri)
-    client = MlflowClient(tracking_uri=uri)
-    run_id = meta.get("mlflow_run_id")
-    if run_id:
-        try:
-            client.get_run(run_id)
-        except Exception:  # noqa: BLE001 - not in this store
-            print(f"[aio] MLflow run {run_id} of the checkpoint is not in {uri}; logging to a new run 'eval'")
-            run_id = None
-    created = run_id is None
-    if created:
-        logger = cfg.get("logger") or {}
-        exp = get_or_create_experiment(client, str(logger.get("experiment", "aio")), logger.get("artifact_location"))
-        tags = {"aio.kind": "eval", "aio.checkpoint": str(checkpoint)}
-        if meta.get("abair_blend"):
-            tags["aio.abair_blend"] = str(meta["abair_blend"])
-        run_id = with_retry(lambda: client.create_run(exp, run_name=meta.get("run_name", "eval"),
-                                                      tags=tags)).info.run_id
-    import time
-
-    from mlflow.entities import Metric
-
-    now = int(time.time() * 1000)
-    step = int(meta.get("step", 0))
-    flat = {f"test/{k}": v for k, v in result.flat().items() if not k.endswith("/n")}
-    flat = {k.replace("test/average/", "test/avg/"): v for k, v in flat.items()}
-    metrics = [Metric(k, float(v), now, step) for k, v in flat.items()]
-    for i in range(0, len(metrics), 500):
-        with_retry(lambda chunk=metrics[i:i + 500]: client.log_batch(run_id, metrics=chunk))
-    try:
-        with_retry(lambda: client.log_artifact(run_id, str(csv_path), "eval"))
-    except Exception as err:  # noqa: BLE001 - the metrics are what matters
-        print(f"[aio] could not upload {csv_path.name} to MLflow: {err}")
-    if created:
-        with_retry(lambda: client.set_terminated(run_id, status="FINISHED"))
-    return run_id
+    logger = cfg.get("logger") or {}
+    return log_evaluation(uri, str(logger.get("experiment", "aio")), logger.get("artifact_location"), result, meta,
+                          checkpoint, [csv_path], csv_path.parent, tta=cfg.eval.get("tta") or None,
+                          extra_tags={"aio.abair_blend": str(meta["abair_blend"])} if meta.get("abair_blend") else None)
 
 
 def evaluate_checkpoint(cfg: DictConfig, out_dir: Path, override_keys: list[str] | None = None):

@@ -1,11 +1,11 @@
 """``aio-tables``: turn a sweep's MLflow runs into LaTeX / Markdown / CSV tables.
 
-    aio-tables <sweep name | parent run id | latest> [--tracking-uri URI] [--experiment aio]
+    aio-tables <sweep name | parent run id | latest> [more sweeps to collate ...] [--tracking-uri URI] [--experiment aio]
                [--out outputs/tables] [--published AIO-3 [--published-methods PromptIR,AirNet]]
                [--ssim-decimals 4] [--no-log]
 
-Reads MLflow only (never the run folders), writes ``<out>/<sweep>.tex|.md|.csv``, logs them on the
-sweep's parent run under ``tables/`` and prints the Markdown table and the paths. Errors are one line on
+Reads MLflow only (never the run folders), writes ``<out>/<sweep>.tex|.md|.csv``, logs them (and the
+``summary/<row>/<column>`` metrics) on the sweep's parent run and prints the Markdown table and the paths. Errors are one line on
 stderr with exit code 2.
 """
 
@@ -21,7 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="aio-tables",
         description="Camera-ready tables (LaTeX, Markdown, CSV) from the MLflow runs of a sweep.",
     )
-    p.add_argument("target", help="sweep name, parent run id, or 'latest' (most recent sweep)")
+    p.add_argument("target", nargs="+",
+                   help="sweep name, parent run id, or 'latest' (most recent sweep); several: one collated table "
+                        "(the first one's spec, e.g. columns_by: preset)")
     p.add_argument(
         "--tracking-uri",
         default=None,
@@ -61,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         published = {"benchmark": published, "methods": methods}
     try:
         result = make_tables(
-            args.target,
+            args.target[0] if len(args.target) == 1 else args.target,
             tracking_uri=args.tracking_uri,
             experiment=args.experiment,
             out_dir=args.out,

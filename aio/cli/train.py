@@ -5,6 +5,9 @@ Examples::
     aio-train                                    # the embedded default: small Restormer on synthetic data
     aio-train debug=tiny                         # a few steps, to check the wiring
     aio-train experiment=baseline dataset=aio3 dataset.root=/data/aio scale=paper
+    aio-train -m sweep=ablation scale=demo seed=0,1,2     # a sweep: one MLflow child per (row, seed)
+    aio-train -m sweep=ablation scale=demo sweep.resume=latest   # rerun only its missing/FAILED cells
+    aio-train -m sweep=ablation scale=demo sweep.plan=true       # jobs, params, GFLOPs, time estimate
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ from omegaconf import DictConfig, open_dict
 
 from aio.config import check_command_line, register_configs
 from aio.paths import CONF_DIR
+from aio.tracking import names
 from aio.tracking.mlflow_tracker import record_failed_run
-from aio.tracking.sweep import job_tags
+from aio.tracking.sweep import job_overrides, job_tags, print_resume_line, resume_action
 
 register_configs()
 
@@ -43,24 +47,35 @@ def run_training(cfg: DictConfig) -> float | None:
     from aio.train.run_name import run_label
 
     hc = HydraConfig.get()
-    tags = {"aio.overrides": " ".join(hc.overrides.task) or "(defaults)"}
+    run_dir = hc.runtime.output_dir
+    overrides = job_overrides(hc.overrides.task)
+    tags = {names.TAG_OVERRIDES: " ".join(overrides) or "(defaults)"}
     if hc.mode == RunMode.MULTIRUN:
         tags.update(job_tags(cfg, hc.sweep.dir, dict(hc.runtime.choices)))
-        if "aio.row_label" in tags:
+        if names.TAG_ROW_LABEL in tags:
             with open_dict(cfg):
-                cfg.run_name = tags["aio.row_label"]
+                swept_seed = any(o.startswith("seed=") for o in overrides)
+                cfg.run_name = tags[names.TAG_ROW_LABEL] + (f" (seed {cfg.seed})" if swept_seed else "")
+        resume = (cfg.get("sweep") or {}).get("resume")
+        if resume and names.TAG_PARENT in tags:
+            action = resume_action(cfg, tags[names.TAG_PARENT], overrides)
+            print_resume_line(action, overrides)
+            if action.action == "skip":
+                return action.metric
+            if action.action == "rerun":
+                run_dir = action.run_dir  # its last.pt and MLflow run id are there: the trainer continues it
     elif not any(o.startswith("run_name=") for o in hc.overrides.task):
         with open_dict(cfg):  # "baseline strategy=progressive loss=gfl", not just the backbone's name
             cfg.run_name = run_label(str(cfg.run_name), hc.overrides.task)
     try:
-        trainer = Trainer(cfg, hc.runtime.output_dir, tracker_tags=tags)
+        trainer = Trainer(cfg, run_dir, tracker_tags=tags)
     except Exception as err:
         if hc.mode == RunMode.MULTIRUN and cfg.logger.name == "mlflow":
             record_failed_run(cfg, tags, err)  # the sweep's table shows this row as missing, not absent
         raise
     metrics = trainer.fit()
-    print(f"[aio] run folder: {hc.runtime.output_dir}")
-    return metrics.get("val/avg/psnr")
+    print(f"[aio] run folder: {run_dir}")
+    return metrics.get(names.val_metric(names.AVG, "psnr"))
 
 
 def remove_stub_run_dir(run_dir: Path) -> bool:

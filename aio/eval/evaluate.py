@@ -19,12 +19,30 @@ from aio.metrics.protocols import metric_for
 class EvalResult:
     """``per_set[name]`` = {metric: mean, metric + "_input": mean for the degraded input, "n": count};
     ``average`` = mean over sets of each metric key ("n" is the total count); ``samples`` = list of
-    ``(degraded, restored, clean)`` CPU tensors [3, H, W]."""
+    ``(degraded, restored, clean)`` CPU tensors [3, H, W]; ``per_image[name]`` = one row per image
+    (``{"image": item name, metric: value, metric + "_input": value}``, in the set's order), so that tables
+    can recompute means and paired significance tests from the same images."""
 
     per_set: dict[str, dict[str, float]] = field(default_factory=dict)
     average: dict[str, float] = field(default_factory=dict)
     samples: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=list)
     metrics: tuple[str, ...] = ("psnr", "ssim")
+    per_image: dict[str, list[dict[str, float | str]]] = field(default_factory=dict)
+
+    def write_per_image(self, folder: str | Path) -> list[Path]:
+        """Write ``<folder>/<set>.csv`` (one line per image, full precision) for every set; returns the paths."""
+        import pandas as pd
+
+        from aio.tracking.names import per_image_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for name, rows in self.per_image.items():
+            path = folder / per_image_file(name)
+            pd.DataFrame.from_records(rows).to_csv(path, index=False)
+            paths.append(path)
+        return paths
 
     def to_frame(self, include_average: bool = True):
         """A pandas DataFrame, one row per set (index ``set``), plus an ``average`` row."""
@@ -164,6 +182,7 @@ def evaluate_sets(model, sets: Mapping[str, torch.utils.data.Dataset], *, device
                           test_y_channel=bool(proto.get("test_y_channel", False)))
                 set_fns = {m: metric_for(proto, m, fn) for m, fn in fns.items()}  # a named protocol's own metrics
                 vals: dict[str, list[float]] = {k: [] for m in metrics for k in (m, f"{m}_input")}
+                images: list[str] = []
                 indices = range(len(ds))
                 if progress:
                     from tqdm import tqdm
@@ -183,6 +202,7 @@ def evaluate_sets(model, sets: Mapping[str, torch.utils.data.Dataset], *, device
                         opts = metric_options.get(m, {})
                         vals[m].append(float(fn(y, gt, **kw, **opts)[0]))
                         vals[f"{m}_input"].append(float(fn(x, gt, **kw, **opts)[0]))
+                    images.append(str(item.get("name", f"{i:05d}")))
                     if save_root is not None:
                         save_png(y[0], _png_path(save_root, set_name, item.get("name", f"{i:05d}")))
                     if len(result.samples) < num_samples and i < per_set_samples:
@@ -190,6 +210,9 @@ def evaluate_sets(model, sets: Mapping[str, torch.utils.data.Dataset], *, device
                 stats = {k: _mean(v) for k, v in vals.items()}
                 stats["n"] = len(ds)
                 result.per_set[set_name] = stats
+                result.per_image[set_name] = [
+                    {"image": img, **{k: v[j] for k, v in vals.items()}} for j, img in enumerate(images)
+                ]
     finally:
         model.train(was_training)
     if result.per_set:

@@ -1,31 +1,33 @@
-r"""Render a sweep's results table (a pandas DataFrame) as LaTeX (booktabs), Markdown and CSV.
+r"""Render a results table (a pandas DataFrame) as LaTeX (``Styler.to_latex``), Markdown (``to_markdown``), CSV.
 
-The DataFrame (built by :func:`aio.tables.collect.collect_sweep`, or by hand) has one row per table row,
-indexed by the row key, with these columns:
+The DataFrame (built by :mod:`aio.tables.collect`, or by hand) has one row per table row, indexed by the row
+key. Info columns: ``label``, ``kind`` (``run`` | ``published``), ``status``, ``run_id``, ``source`` (a
+published row's citation), ``n_seeds``, ``note``, ``random_vgg``. Value columns: ``<set>/<metric>``
+(``avg/<metric>`` for the average over sets), extra columns by key (``params_m``, ``gflops``, any MLflow metric
+key such as ``test_x8/SOTS/psnr``, or a run parameter such as ``model.ffn_ratio``). With several seeds each
+value column has ``<key>:std``; with ``compare_to`` it has ``<key>:diff``, ``<key>:ci_low``, ``<key>:ci_high``
+and ``<key>:sig`` (1/0). ``df.attrs`` carries ``significance`` (the test's parameters) and ``tied`` (columns
+whose top two are not significantly apart). NaN is "no value", shown as an en dash.
 
-- ``label``: the displayed row name (plain text, escaped here);
-- ``kind``: ``"run"`` for a run of the sweep, ``"published"`` for a reference row from the published CSV;
-- ``status`` / ``run_id``: the MLflow run behind the row (empty for published rows and rows with no run);
-- ``source``: where a published row's numbers come from (empty for runs);
-- one numeric column per cell: ``"<test set>/<metric>"`` (e.g. ``"SOTS/psnr"``), ``"avg/<metric>"`` for the
-  average, and the extra columns by key (``"params_m"``, ``"gflops"``, or a full MLflow metric key).
-  NaN means "no value" and is shown as an en dash.
+Marks: best **bold**, second underlined, per column and in the metric's direction, among the sweep's runs
+(published rows, daggered, are never ranked) and only on quality metrics (not Params/GFLOPs/parameters unless
+the spec sets ``rank: all``). A column gets no best/second marks when its top displayed values tie (rounding
+ties are not "best") or when the paired test says its top two are not significantly apart; the footnote
+names such columns. A cell whose difference to the ``compare_to`` row is significant carries ``*``.
 
-Best and second-best values per column are **bold** and underlined, following each metric's direction
-(ties share the mark). The ranking is among the sweep's own runs only: published rows (marked with a
-dagger, sources in a footnote) are never ranked, so the marks say which variant of *this* sweep wins.
-Values are compared as displayed (rounded), so two cells that print the same are marked the same.
-A column is ranked only when at least two runs have a value in it.
-
-The table spec (a dict; the sweep's ``table_spec.yaml``) keys, all optional: ``name``, ``caption``
-(``{dataset}``/``{sweep}`` are filled by :mod:`aio.tables.collect`; escaped unless ``raw_caption: true``),
-``label``, ``rows`` (``[{key, label}]`` in display order), ``metrics`` (per test set, default
-``[psnr, ssim]``), ``sets`` (null = inferred), ``average`` (an Average column group from ``val/avg/*``),
-``extra_columns`` (``params_m``, ``gflops``, a full MLflow metric key, or ``{key, label, decimals,
-higher_is_better}``), ``published`` (``{benchmark, methods}``), and for layout ``published_position``
-(``top``/``bottom``), ``set_labels`` (``{set: header}``), ``decimals`` (``{metric: n}``, e.g.
-``{ssim: 4}``), ``float`` (``table``/``table*``), ``placement`` (default ``t``) and ``resize`` (wrap the
-tabular in ``\resizebox{\linewidth}{!}{...}``; needs ``graphicx``).
+Spec keys (all optional): ``name``, ``caption`` (``{dataset}``/``{sweep}`` filled by collect), ``label``,
+``rows`` (``[{key, label, note}]``), ``metrics`` (default ``[psnr, ssim]``), ``sets`` (null = inferred, ``[]``
+= average only), ``average``, ``extra_columns`` (``params_m``, ``gflops``, a metric key, or ``{key, label,
+decimals, higher_is_better}``), ``param_columns`` (``[{key: model.ffn_ratio, label: FFN ratio}]``: run
+parameters), ``note_column`` (a Note column from the rows' ``note``), ``compare_to`` (a row key),
+``significance`` (``{level, resamples, seed}``), ``delta: previous`` (each cell with its change against the
+previous row, ``26.38 (+0.30)``), ``orient: sets`` (transposed: test sets as rows, runs as columns, first
+metric only) with ``gain: [a, b]`` (a Gain column = b - a), ``columns_by: preset`` (collate: one column group
+per dataset preset from each preset's average, see collect), ``presets`` (``{dataset name: {label,
+published}}``), ``published`` (``{benchmark, methods}``), ``published_position``, ``set_labels``,
+``decimals`` (``{metric: n}``), ``layout`` (``single``: ``table`` at ``\linewidth``; ``double``: ``table*`` at
+``\textwidth``), ``compact`` (``\small`` and a narrow ``\tabcolsep``; default true), ``placement``, ``rank``.
+LaTeX needs ``booktabs`` and ``graphicx`` (the width guard is a ``\resizebox`` that only ever shrinks).
 """
 
 from __future__ import annotations
@@ -40,336 +42,368 @@ from typing import Any
 
 import pandas as pd
 
-MISSING_TEXT = "\u2013"  # en dash (Markdown / console)
-MISSING_LATEX = "--"  # en dash in LaTeX
-DAGGER_LATEX = r"$^\dagger$"
-DAGGER_TEXT = "\u2020"
+from aio.tables.labels import metric_header, set_label
+
+MISSING_TEXT = "\u2013"
+MISSING_LATEX = "--"
 AVG_SET = "avg"
-INFO_COLUMNS = ("label", "kind", "status", "run_id", "source")
+INFO_COLUMNS = ("label", "kind", "status", "run_id", "source", "n_seeds", "note", "random_vgg")
+STAT_SUFFIXES = (":std", ":diff", ":ci_low", ":ci_high", ":sig")
+QUALITY_EXCLUDED = {"params_m", "gflops"}
 
-# Directions used when aio.metrics (METRICS[name].higher_is_better) is not available or lacks a metric.
-HIGHER_IS_BETTER: dict[str, bool] = {
-    "psnr": True,
-    "ssim": True,
-    "ms_ssim": True,
-    "fsim": True,
-    "vif": True,
-    "haarpsi": True,
-    "psnr_input": True,
-    "ssim_input": True,
-    "gmsd": False,
-    "lpips": False,
-    "dists": False,
-    "params_m": False,
-    "gflops": False,
-}
-
-METRIC_HEADERS: dict[str, str] = {
-    "psnr": "PSNR",
-    "ssim": "SSIM",
-    "ms_ssim": "MS-SSIM",
-    "fsim": "FSIM",
-    "vif": "VIF",
-    "haarpsi": "HaarPSI",
-    "gmsd": "GMSD",
-    "lpips": "LPIPS",
-    "dists": "DISTS",
-    "psnr_input": "PSNR (input)",
-    "ssim_input": "SSIM (input)",
-}
-
-DEFAULT_DECIMALS: dict[str, int] = {"psnr": 2, "psnr_input": 2, "ssim": 3, "ssim_input": 3, "params_m": 2}
-
-# Extra columns known by alias: key -> (MLflow metric key, header); both are lower-is-better
-EXTRA_ALIASES: dict[str, tuple[str, str]] = {
-    "params_m": ("model/params_m", "Params (M)"),
-    "gflops": ("model/gflops_256", "GFLOPs"),
-}
+# direction of metrics aio.metrics does not know (and of the extra columns)
+HIGHER_IS_BETTER: dict[str, bool] = {"psnr": True, "ssim": True, "ms_ssim": True, "fsim": True, "vif": True,
+                                     "haarpsi": True, "gmsd": False, "lpips": False, "dists": False,
+                                     "params_m": False, "gflops": False}
+DEFAULT_DECIMALS: dict[str, int] = {"psnr": 2, "ssim": 3}
+EXTRA_ALIASES: dict[str, str] = {"params_m": "model/params_m", "gflops": "model/gflops_256"}
 
 DEFAULT_SPEC: dict[str, Any] = {
-    "name": None,
-    "caption": None,
-    "label": None,
-    "rows": None,
-    "metrics": ["psnr", "ssim"],
-    "sets": None,
-    "average": True,
-    "extra_columns": ["params_m", "gflops"],
-    "published": None,
-    "published_position": "top",
-    "set_labels": {},
-    "decimals": {},
-    "raw_caption": False,
-    "resize": False,
-    "placement": "t",
-    "float": "table",
+    "name": None, "caption": None, "label": None, "rows": None, "metrics": ["psnr", "ssim"], "sets": None,
+    "average": True, "extra_columns": ["params_m", "gflops"], "param_columns": [], "note_column": False,
+    "compare_to": None, "significance": {}, "delta": None, "orient": "rows", "gain": None,
+    "columns_by": "set", "presets": {}, "published": None, "published_position": "top", "set_labels": {},
+    "decimals": {}, "raw_caption": False, "layout": "single", "compact": True, "placement": "t",
+    "rank": "quality",
 }
+CHOICES = {"orient": ("rows", "sets"), "columns_by": ("set", "preset"), "layout": ("single", "double"),
+           "published_position": ("top", "bottom"), "rank": ("quality", "all", "none"), "delta": (None, "previous")}
 
 
 class SpecError(ValueError):
     """The table spec is malformed."""
 
 
-# ---------------------------------------------------------------------------------------------------------
-# spec and columns
-# ---------------------------------------------------------------------------------------------------------
 def normalize_spec(spec: Mapping[str, Any] | None) -> dict[str, Any]:
-    """A copy of ``spec`` with every key of :data:`DEFAULT_SPEC` present and the rows as ``{key, label}``."""
+    """A copy of ``spec`` with every key of :data:`DEFAULT_SPEC`, rows as ``{key, label, note}``; checks values."""
     out = copy.deepcopy(DEFAULT_SPEC)
-    for key, value in dict(spec or {}).items():
-        out[key] = copy.deepcopy(value)
-    for key in ("metrics", "extra_columns"):
-        if out[key] is None:
-            out[key] = []
-        if isinstance(out[key], str):
-            out[key] = [out[key]]
-        out[key] = list(out[key])
+    out.update(copy.deepcopy(dict(spec or {})))
+    for key in ("metrics", "extra_columns", "param_columns"):
+        value = out[key] if out[key] is not None else []
+        out[key] = [value] if isinstance(value, (str, Mapping)) else list(value)
     if isinstance(out["sets"], str):
         out["sets"] = [out["sets"]]
-    out["set_labels"] = dict(out.get("set_labels") or {})
-    out["decimals"] = dict(out.get("decimals") or {})
+    for key in ("set_labels", "decimals", "presets", "significance"):
+        out[key] = dict(out.get(key) or {})
+    if out.get("float") == "table*":  # the spec key before `layout`
+        out["layout"] = "double"
+    for key, allowed in CHOICES.items():
+        if out[key] not in allowed:
+            raise SpecError(f"table spec {key}={out[key]!r} is not one of {', '.join(map(str, allowed))}")
     if out["rows"] is not None:
         rows = []
         for row in out["rows"]:
             if isinstance(row, str):
-                row = {"key": row, "label": row}
-            elif isinstance(row, Mapping):
-                if "key" not in row:
-                    raise SpecError(f"table spec row {dict(row)} has no 'key'")
-                row = {"key": str(row["key"]), "label": str(row.get("label", row["key"]))}
-            else:
+                row = {"key": row}
+            if not isinstance(row, Mapping) or "key" not in row:
                 raise SpecError(f"table spec row {row!r} is neither a key nor a {{key, label}} mapping")
-            rows.append(row)
+            rows.append({"key": str(row["key"]), "label": str(row.get("label", row["key"])),
+                         "note": str(row.get("note") or "")})
         out["rows"] = rows
     pub = out.get("published")
     if isinstance(pub, str):
         out["published"] = {"benchmark": pub, "methods": None}
     elif pub is not None and not isinstance(pub, Mapping):
         raise SpecError(f"table spec 'published' must be a benchmark name or {{benchmark, methods}}, not {pub!r}")
-    if out["float"] not in ("table", "table*"):
-        raise SpecError("table spec 'float' must be 'table' or 'table*'")
-    if out["published_position"] not in ("top", "bottom"):
-        raise SpecError("table spec 'published_position' must be 'top' or 'bottom'")
+    gain = out.get("gain")
+    if gain is not None and (isinstance(gain, str) or len(gain) != 2):
+        raise SpecError(f"table spec gain={gain!r} must be two row keys [a, b] (Gain = b - a)")
     return out
 
 
-_METRICS_DIRECTIONS: dict[str, bool] | None = None
-
-
-def _aio_metric_directions() -> dict[str, bool]:
-    """``{name: higher_is_better}`` from ``aio.metrics.METRICS`` when that module exists, else ``{}``."""
-    global _METRICS_DIRECTIONS
-    if _METRICS_DIRECTIONS is None:
-        found: dict[str, bool] = {}
-        try:
-            from aio.metrics import METRICS  # type: ignore[attr-defined]
-
-            for name, info in dict(METRICS).items():
-                hib = getattr(info, "higher_is_better", None)
-                if hib is None and isinstance(info, Mapping):
-                    hib = info.get("higher_is_better")
-                if hib is not None:
-                    found[str(name)] = bool(hib)
-        except Exception:  # module missing or broken: fall back to our own table
-            found = {}
-        _METRICS_DIRECTIONS = found
-    return _METRICS_DIRECTIONS
-
-
 def higher_is_better(metric: str) -> bool | None:
-    """The direction of ``metric`` (None when unknown: such a column is not ranked)."""
-    if metric in ("params_m", "gflops"):
-        return False
-    directions = _aio_metric_directions()
-    if metric in directions:
-        return directions[metric]
+    """The direction of ``metric`` (aio.metrics' registry first; None when unknown: not ranked)."""
+    if metric in HIGHER_IS_BETTER and metric in QUALITY_EXCLUDED:
+        return HIGHER_IS_BETTER[metric]
+    try:
+        from aio.metrics import METRICS  # type: ignore[attr-defined]
+
+        info = METRICS.get(metric)
+        hib = getattr(info, "higher_is_better", None) if info is not None else None
+        if hib is not None:
+            return bool(hib)
+    except Exception:  # no registry: our own table
+        pass
     return HIGHER_IS_BETTER.get(metric)
 
 
 @dataclass(frozen=True)
 class Column:
-    """One numeric column of the table."""
+    """One value column: DataFrame key, group (test set / preset; None for extra columns), metric, header."""
 
-    key: str  # DataFrame column
-    group: str | None  # test set (None for extra columns)
-    metric: str  # metric name used for direction and decimals
-    header: str  # plain-text sub-header
+    key: str
+    group: str | None
+    metric: str
+    header: str
     higher_is_better: bool | None
     decimals: int
-    source_key: str  # MLflow metric key the values come from
-
-
-def metric_header(metric: str) -> str:
-    return METRIC_HEADERS.get(metric, metric.replace("_", "-").upper())
+    source_key: str  # the MLflow metric (or parameter) the values come from
+    ranked: bool
+    kind: str = "metric"  # "param" for run parameters (no delta, no rank)
 
 
 def extra_column_info(entry: Any) -> dict[str, Any]:
-    """``{key, mlflow, header, metric, higher_is_better?, decimals?}`` for one ``extra_columns`` entry."""
+    """``{key, mlflow, header, metric, ...}`` for one ``extra_columns`` entry (alias, metric key or mapping)."""
     if isinstance(entry, Mapping):
-        info = dict(entry)
-        if "key" not in info:
-            raise SpecError(f"extra column {info} has no 'key'")
-        base = extra_column_info(str(info["key"]))
-        base.update({k: v for k, v in info.items() if k != "key"})
-        if "label" in info:
-            base["header"] = str(info["label"])
-        return base
+        info = extra_column_info(str(entry["key"])) if "key" in entry else None
+        if info is None:
+            raise SpecError(f"extra column {dict(entry)} has no 'key'")
+        info.update({k: v for k, v in entry.items() if k != "key"})
+        if "label" in entry:
+            info["header"] = str(entry["label"])
+        return info
     key = str(entry)
     if key in EXTRA_ALIASES:
-        mlflow_key, header = EXTRA_ALIASES[key]
-        return {"key": key, "mlflow": mlflow_key, "header": header, "metric": key}
+        return {"key": key, "mlflow": EXTRA_ALIASES[key], "header": metric_header(key), "metric": key}
     parts = key.split("/")
-    metric = parts[-1]
-    if len(parts) == 3 and parts[0] == "val":
-        header = f"{'Average' if parts[1] == AVG_SET else parts[1]} {metric_header(metric)}"
-    else:
-        header = key
-    return {"key": key, "mlflow": key, "header": header, "metric": metric}
+    header = key
+    if len(parts) == 3:  # val/<set>/<m>, val@<phase>/..., test/<set>/<m>, test_x8/<set>/<m>
+        where = {"val": "val", "test": "test"}.get(parts[0], parts[0].replace("_", " "))
+        header = f"{set_label(parts[1], {})} {metric_header(parts[2])} ({where})"
+    return {"key": key, "mlflow": key, "header": header, "metric": parts[-1]}
 
 
-def infer_sets(columns: Sequence[str], metrics: Sequence[str]) -> list[str]:
-    """Test sets with a ``<set>/<metric>`` column, in column order, without ``avg``."""
-    sets: list[str] = []
-    for col in columns:
-        if "/" not in col:
-            continue
-        name, metric = col.rsplit("/", 1)
-        if metric in metrics and name != AVG_SET and name not in sets and not col.startswith("val/"):
-            sets.append(name)
-    return sets
+def _auto_decimals(df: pd.DataFrame, key: str, base: int, significant: bool = True) -> int:
+    """``base`` decimals, more for small values (two significant digits: 0.055 M, not 0.05 M) and until
+    distinct values print distinctly; at most 4."""
+    values = pd.to_numeric(df[key], errors="coerce").dropna().unique() if key in df.columns else []
+    nonzero = [abs(v) for v in values if v != 0]
+    if nonzero and significant:
+        base = max(base, math.ceil(-math.log10(min(nonzero))) + 1)
+    for decimals in range(min(base, 4), 5):
+        if len({f"{v:.{decimals}f}" for v in values}) == len(values):
+            return decimals
+    return 4
 
 
 def table_columns(df: pd.DataFrame, spec: Mapping[str, Any]) -> list[Column]:
-    """The numeric columns of the table, in display order, from the spec (sets inferred from ``df`` if null)."""
+    """The value columns in display order (sets inferred from ``df`` when the spec's are null)."""
     spec = normalize_spec(spec)
     metrics = [str(m) for m in spec["metrics"]]
-    sets = [str(s) for s in spec["sets"]] if spec["sets"] is not None else infer_sets(list(df.columns), metrics)
-    sets = [s for s in sets if s != AVG_SET]
-    if spec["average"]:
-        sets.append(AVG_SET)
-    dec_over = spec["decimals"]
+    if spec["sets"] is not None:
+        sets = [str(s) for s in spec["sets"]]
+    else:
+        sets = list(dict.fromkeys(c.rsplit("/", 1)[0] for c in df.columns if "/" in c and c.count("/") == 1
+                                  and c.rsplit("/", 1)[1] in metrics and not c.endswith(STAT_SUFFIXES)))
+    sets = [s for s in sets if s != AVG_SET] + ([AVG_SET] if spec["average"] else [])
+    rank_all, rank_none = spec["rank"] == "all", spec["rank"] == "none"
     cols: list[Column] = []
+    for entry in spec["param_columns"]:
+        info = dict(entry) if isinstance(entry, Mapping) else {"key": str(entry)}
+        key = str(info["key"])
+        cols.append(Column(key, None, key, str(info.get("label", key)), None,
+                           int(info.get("decimals", _auto_decimals(df, key, 1, significant=False))), key, False, "param"))
     for set_name in sets:
         for metric in metrics:
-            decimals = int(dec_over.get(metric, DEFAULT_DECIMALS.get(metric, 3)))
-            cols.append(
-                Column(
-                    key=f"{set_name}/{metric}",
-                    group=set_name,
-                    metric=metric,
-                    header=metric_header(metric),
-                    higher_is_better=higher_is_better(metric),
-                    decimals=decimals,
-                    source_key=f"val/{set_name}/{metric}",
-                )
-            )
+            hib = higher_is_better(metric)
+            cols.append(Column(f"{set_name}/{metric}", set_name, metric, metric_header(metric), hib,
+                               int(spec["decimals"].get(metric, DEFAULT_DECIMALS.get(metric, 3))),
+                               f"val/{set_name}/{metric}", hib is not None and not rank_none))
     for entry in spec["extra_columns"]:
         info = extra_column_info(entry)
-        key, metric = info["key"], info["metric"]
-        if "decimals" in info:
-            decimals = int(info["decimals"])
-        elif key in dec_over or metric in dec_over:
-            decimals = int(dec_over.get(key, dec_over.get(metric)))
-        elif metric == "gflops":
-            values = pd.to_numeric(df[key], errors="coerce") if key in df.columns else pd.Series(dtype=float)
-            decimals = 1 if values.notna().any() and values.abs().max() >= 100 else 2
-        else:
-            decimals = DEFAULT_DECIMALS.get(metric, 3)
+        key, metric = str(info["key"]), str(info["metric"])
         hib = info["higher_is_better"] if "higher_is_better" in info else higher_is_better(metric)
-        cols.append(
-            Column(
-                key=key,
-                group=None,
-                metric=metric,
-                header=str(info["header"]),
-                higher_is_better=hib,
-                decimals=decimals,
-                source_key=str(info["mlflow"]),
-            )
-        )
+        if "decimals" in info or key in spec["decimals"] or metric in spec["decimals"]:
+            decimals = int(info.get("decimals", spec["decimals"].get(key, spec["decimals"].get(metric, 2))))
+        else:
+            decimals = _auto_decimals(df, key, DEFAULT_DECIMALS.get(metric, 2))
+        quality = metric not in QUALITY_EXCLUDED
+        ranked = hib is not None and not rank_none and (quality or rank_all)
+        cols.append(Column(key, None, metric, str(info["header"]), hib, decimals, str(info["mlflow"]), ranked))
     return cols
 
 
-def set_label(name: str, spec: Mapping[str, Any]) -> str:
-    labels = spec.get("set_labels") or {}
-    if name in labels:
-        return str(labels[name])
-    return "Average" if name == AVG_SET else name
-
-
 # ---------------------------------------------------------------------------------------------------------
-# values, ranking
+# cell values and marks
 # ---------------------------------------------------------------------------------------------------------
-def _value(df: pd.DataFrame, row: Any, key: str) -> float | None:
+def _num(df: pd.DataFrame, row: Any, key: str) -> float | None:
     if key not in df.columns:
         return None
-    value = df.at[row, key]
     try:
-        value = float(value)
+        value = float(df.at[row, key])
     except (TypeError, ValueError):
         return None
     return None if math.isnan(value) else value
 
 
+def _info(df: pd.DataFrame, row: Any, key: str, default: Any = "") -> Any:
+    if key not in df.columns:
+        return default
+    value = df.at[row, key]
+    return default if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
 def format_value(value: float | None, decimals: int) -> str | None:
-    """The displayed number, or None for a missing value."""
-    if value is None:
-        return None
-    return f"{value:.{decimals}f}"
+    return None if value is None else f"{value:.{decimals}f}"
 
 
-def _kind(df: pd.DataFrame, row: Any) -> str:
-    return str(df.at[row, "kind"]) if "kind" in df.columns else "run"
+def _runs(df: pd.DataFrame) -> list[Any]:
+    return [row for row in df.index if _info(df, row, "kind", "run") == "run"]
 
 
 def rank_marks(df: pd.DataFrame, columns: Sequence[Column]) -> dict[tuple[Any, str], str]:
-    """``{(row, column key): "best" | "second"}`` among the sweep's runs (published rows are not ranked)."""
+    """``{(row, key): "best" | "second"}`` on ranked columns; none where the top displayed values tie or the
+    column is in ``df.attrs["tied"]`` (top two not significantly apart); a tied second place gets no mark."""
     marks: dict[tuple[Any, str], str] = {}
-    run_rows = [row for row in df.index if _kind(df, row) == "run"]
+    tied = set(df.attrs.get("tied", ()))
     for col in columns:
-        if col.higher_is_better is None:
+        if not col.ranked or col.key in tied:
             continue
-        shown: dict[Any, float] = {}
-        for row in run_rows:
-            text = format_value(_value(df, row, col.key), col.decimals)
-            if text is not None:
-                shown[row] = float(text)
-        if len(shown) < 2:
+        shown = {row: float(t) for row in _runs(df)
+                 if (t := format_value(_num(df, row, col.key), col.decimals)) is not None}
+        order = sorted(shown.items(), key=lambda rv: rv[1], reverse=bool(col.higher_is_better))
+        if len(order) < 2 or order[0][1] == order[1][1]:
             continue
-        distinct = sorted(set(shown.values()), reverse=bool(col.higher_is_better))
-        best = distinct[0]
-        second = distinct[1] if len(distinct) > 1 else None
-        for row, value in shown.items():
-            if value == best:
-                marks[(row, col.key)] = "best"
-            elif second is not None and value == second:
-                marks[(row, col.key)] = "second"
+        marks[(order[0][0], col.key)] = "best"
+        if len(order) == 2 or order[1][1] != order[2][1]:
+            marks[(order[1][0], col.key)] = "second"
     return marks
 
 
+def top_two(df: pd.DataFrame, col: Column) -> tuple[Any, Any] | None:
+    """The rows holding the best and second displayed values of ``col`` (None when fewer than two)."""
+    shown = [(float(t), row) for row in _runs(df) if (t := format_value(_num(df, row, col.key), col.decimals))]
+    if len(shown) < 2 or col.higher_is_better is None:
+        return None
+    shown.sort(key=lambda vr: vr[0], reverse=bool(col.higher_is_better))
+    return shown[0][1], shown[1][1]
+
+
+def cell_text(df: pd.DataFrame, row: Any, col: Column, spec: Mapping[str, Any], previous: Any, latex: bool) -> str:
+    """One cell: value [± std] [(+delta)] [*], or an en dash."""
+    text = format_value(_num(df, row, col.key), col.decimals)
+    if text is None:
+        return MISSING_LATEX if latex else MISSING_TEXT
+    std = _num(df, row, col.key + ":std")
+    if std is not None:
+        text += (r"{\scriptsize$\pm$" + f"{std:.{col.decimals}f}}}") if latex else f" \u00b1 {std:.{col.decimals}f}"
+    before = _num(df, previous, col.key) if previous is not None else None
+    if spec["delta"] == "previous" and col.kind != "param" and before is not None:
+        step = round(float(_num(df, row, col.key)), col.decimals) - round(before, col.decimals)
+        text += f" ({step:+.{col.decimals}f})"
+    if _num(df, row, col.key + ":sig") == 1.0:
+        text += r"$^{*}$" if latex else "\\*"
+    return text
+
+
+def _row_label(df: pd.DataFrame, row: Any, latex: bool) -> str:
+    label = str(_info(df, row, "label", row))
+    label = escape_latex(label) if latex else label.replace("|", "\\|")  # tabulate does not escape pipes
+    if _info(df, row, "kind", "run") == "published":
+        label += r"$^\dagger$" if latex else "\u2020"
+    if bool(_info(df, row, "random_vgg", False)):
+        label += r"$^\ddagger$" if latex else "\u2021"
+    return label
+
+
 def ordered_rows(df: pd.DataFrame, spec: Mapping[str, Any]) -> tuple[list[Any], list[Any]]:
-    """``(first block, second block)`` of row keys: published rows on top by default, then the runs."""
-    runs = [row for row in df.index if _kind(df, row) != "published"]
-    published = [row for row in df.index if _kind(df, row) == "published"]
-    if normalize_spec(spec)["published_position"] == "bottom":
-        return runs, published
-    return published, runs
+    """``(first block, second block)``: published rows on top (or bottom), then the runs."""
+    runs, published = _runs(df), [r for r in df.index if _info(df, r, "kind", "run") == "published"]
+    return (runs, published) if normalize_spec(spec)["published_position"] == "bottom" else (published, runs)
 
 
-def published_sources(df: pd.DataFrame) -> list[tuple[str, list[str]]]:
-    """``[(source, [method labels])]`` for the published rows, in row order."""
-    by_source: dict[str, list[str]] = {}
+def display_frame(df: pd.DataFrame, spec: Mapping[str, Any], latex: bool) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """``(cells, marks, n_first)``: the table as strings (MultiIndex columns: group label, header), the
+    best/second marks aligned with it, and how many rows the first block has."""
+    spec = normalize_spec(spec)
+    if spec["orient"] == "sets":
+        return _transposed(df, spec, latex)
+    columns = table_columns(df, spec)
+    marks = rank_marks(df, columns)
+    first, second = ordered_rows(df, spec)
+    header = [("", "Method")] + [(set_label(c.group, spec) if c.group else "", metric_header(c.metric, latex)
+                                  if c.group else _header(c, latex)) for c in columns]
+    if spec["note_column"]:
+        header.append(("", "Note"))
+    cells, flags = [], []
+    runs = _runs(df)
+    for row in first + second:
+        previous = runs[runs.index(row) - 1] if row in runs and runs.index(row) > 0 else None
+        line = [_row_label(df, row, latex)] + [cell_text(df, row, c, spec, previous, latex) for c in columns]
+        flag = [""] + [marks.get((row, c.key), "") for c in columns]
+        if spec["note_column"]:
+            note = str(_info(df, row, "note", ""))
+            line.append(escape_latex(note) if latex else note)
+            flag.append("")
+        cells.append(line)
+        flags.append(flag)
+    index = pd.MultiIndex.from_tuples([(escape_latex(a) if latex else a, b) for a, b in header])
+    return pd.DataFrame(cells, columns=index), pd.DataFrame(flags, columns=index), len(first)
+
+
+def _header(col: Column, latex: bool) -> str:
+    """An extra or parameter column's header (the aliases' LaTeX forms carry their units)."""
+    if col.metric in QUALITY_EXCLUDED and col.header == metric_header(col.metric):
+        return metric_header(col.metric, latex)
+    return escape_latex(col.header) if latex else col.header
+
+
+def _transposed(df: pd.DataFrame, spec: dict[str, Any], latex: bool) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """Test sets as rows, the runs as columns (first metric), and an optional Gain column (b - a)."""
+    metric = str(spec["metrics"][0])
+    columns = [c for c in table_columns(df, {**spec, "extra_columns": [], "param_columns": []})
+               if c.metric == metric]
+    runs = _runs(df)
+    declared = df.attrs.get("declared_rows") or [row["key"] for row in spec["rows"] or []]
+    if declared:  # the spec's rows only: a sweep with more rows still gives the two-run table
+        runs = [r for r in runs if r in declared]
+    gain = [str(g) for g in spec["gain"]] if spec["gain"] else None
+    if gain and any(g not in runs for g in gain):
+        raise SpecError(f"table spec gain={gain}: rows {', '.join(g for g in gain if g not in runs)} have no run")
+    head = metric_header(metric, latex)
+    header = [("", "Task")] + [(_row_label(df, r, latex), head) for r in runs] + ([("", "Gain")] if gain else [])
+    cells = []
+    for col in columns:
+        line = [escape_latex(set_label(col.group, spec)) if latex else set_label(col.group, spec)]
+        line += [cell_text(df, r, col, {**spec, "delta": None}, None, latex) for r in runs]
+        if gain:
+            a, b = (_num(df, g, col.key) for g in gain)
+            text = MISSING_LATEX if latex else MISSING_TEXT
+            if a is not None and b is not None:
+                text = f"{round(b, col.decimals) - round(a, col.decimals):+.{col.decimals}f}"
+                if _num(df, gain[1], col.key + ":sig") == 1.0 and spec.get("compare_to") == gain[0]:
+                    text += r"$^{*}$" if latex else "\\*"
+            line.append(text)
+        cells.append(line)
+    index = pd.MultiIndex.from_tuples(header)
+    return pd.DataFrame(cells, columns=index), pd.DataFrame("", index=range(len(cells)), columns=index), 0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# notes, caption
+# ---------------------------------------------------------------------------------------------------------
+def footnotes(df: pd.DataFrame, spec: Mapping[str, Any], latex: bool) -> list[str]:
+    """The table's notes: significance method, unmarked columns, published sources, random VGG rows."""
+    spec = normalize_spec(spec)
+    notes: list[tuple[str, str, str]] = []  # (LaTeX mark, text mark, plain text)
+    sig = df.attrs.get("significance")
+    if sig:
+        notes.append((r"$^{*}$", "\\*",
+                      f"difference to {sig['reference']} significant at {sig['level'] * 100:g}%: {sig['method']}, "
+                      f"{sig['resamples']:,} resamples (seed {sig['seed']}), paired over the same test images; "
+                      "percentile interval excludes 0."))
+    tied = [c for c in table_columns(df, spec) if c.key in set(df.attrs.get("tied", ()))]
+    if tied:
+        names = ", ".join(f"{set_label(c.group, spec) + ' ' if c.group else ''}{metric_header(c.metric)}" for c in tied)
+        notes.append(("", "", f"No best/second mark where the top two are not significantly apart ({names})."))
+    sources: dict[str, list[str]] = {}
     for row in df.index:
-        if _kind(df, row) != "published":
-            continue
-        source = str(df.at[row, "source"]) if "source" in df.columns else ""
-        source = source if source and source != "nan" else "unknown source"
-        by_source.setdefault(source, []).append(str(df.at[row, "label"]))
-    return list(by_source.items())
+        if _info(df, row, "kind", "run") == "published":
+            sources.setdefault(str(_info(df, row, "source", "")) or "unknown source", []).append(
+                str(_info(df, row, "label", row)))
+    if sources:
+        parts = "; ".join(f"{', '.join(m)}: {s}" for s, m in sources.items())
+        notes.append((r"$^\dagger$", "\u2020", f"Published numbers, not ranked ({parts})."))
+    if any(bool(_info(df, r, "random_vgg", False)) for r in df.index):
+        notes.append((r"$^\ddagger$", "\u2021", "Trained with a randomly initialised VGG in the perceptual loss "
+                      "(no pretrained weights given): its perceptual term is not the published one."))
+    if latex:
+        return [f"{mark} {escape_latex(text)}".strip() for mark, _, text in notes]
+    return [f"{mark} {text}".strip() for _, mark, text in notes]
 
 
 def fill_caption(spec: Mapping[str, Any], **values: Any) -> str | None:
-    """``spec["caption"]`` with ``{dataset}``-style placeholders filled (unknown ones are left as they are)."""
+    """``spec["caption"]`` with ``{dataset}``-style placeholders filled (unknown ones kept as written)."""
     caption = spec.get("caption")
     if caption is None:
         return None
@@ -380,208 +414,112 @@ def fill_caption(spec: Mapping[str, Any], **values: Any) -> str | None:
 
     try:
         return str(caption).format_map(_Keep({k: v for k, v in values.items() if v is not None}))
-    except (ValueError, IndexError, AttributeError):  # stray braces: keep the caption as written
+    except (ValueError, IndexError, AttributeError):
         return str(caption)
 
 
 # ---------------------------------------------------------------------------------------------------------
-# LaTeX
+# LaTeX, Markdown, CSV
 # ---------------------------------------------------------------------------------------------------------
-_LATEX_SPECIAL = {
-    "\\": r"\textbackslash{}",
-    "&": r"\&",
-    "%": r"\%",
-    "$": r"\$",
-    "#": r"\#",
-    "_": r"\_",
-    "{": r"\{",
-    "}": r"\}",
-    "~": r"\textasciitilde{}",
-    "^": r"\textasciicircum{}",
-}
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
 _LATEX_RE = re.compile("|".join(re.escape(ch) for ch in _LATEX_SPECIAL))
 
 
 def escape_latex(text: Any) -> str:
-    """Escape LaTeX's special characters (& % $ # _ { } ~ ^ \\) in plain text."""
-    return _LATEX_RE.sub(lambda m: _LATEX_SPECIAL[m.group(0)], str(text))
-
-
-def _latex_cell(text: str | None, mark: str | None) -> str:
-    if text is None:
-        return MISSING_LATEX
-    if mark == "best":
-        return rf"\textbf{{{text}}}"
-    if mark == "second":
-        return rf"\underline{{{text}}}"
-    return text
+    """Escape LaTeX's special characters in plain text (σ and other Unicode are written as math)."""
+    out = _LATEX_RE.sub(lambda m: _LATEX_SPECIAL[m.group(0)], str(text))
+    for char, tex in (("\u03c3", r"$\sigma$"), ("\u00b2", r"$^2$"), ("\u00b1", r"$\pm$"), ("\u2191", r"$\uparrow$"),
+                      ("\u2193", r"$\downarrow$")):
+        out = out.replace(char, tex)
+    return out
 
 
 def render_latex(df: pd.DataFrame, spec: Mapping[str, Any], *, ssim_decimals: int | None = None) -> str:
-    """A ``table`` float (booktabs, grouped headers, best bold / second underlined) ready to ``\\input``.
-
-    ``ssim_decimals`` (e.g. 4) overrides the spec's SSIM precision. Published rows carry a dagger, sit
-    apart behind a ``\\midrule`` and are listed with their sources in a footnote inside the float; they
-    are not ranked. Needs only ``booktabs`` (plus ``graphicx`` when the spec sets ``resize: true``).
-    """
+    """The table as a LaTeX float that fits its layout's width (``\\input`` it; booktabs + graphicx)."""
     spec = _with_decimals(normalize_spec(spec), ssim_decimals)
-    columns = table_columns(df, spec)
-    marks = rank_marks(df, columns)
-    first, second = ordered_rows(df, spec)
-
-    groups: list[tuple[str | None, int, int]] = []  # (set, first column index 2.., last)
-    for idx, col in enumerate(columns, start=2):
-        if groups and col.group is not None and groups[-1][0] == col.group:
-            groups[-1] = (col.group, groups[-1][1], idx)
-        else:
-            groups.append((col.group, idx, idx))
-
-    lines: list[str] = []
-    env = str(spec["float"] or "table")
-    lines.append(rf"\begin{{{env}}}[{spec['placement']}]" if spec["placement"] else rf"\begin{{{env}}}")
-    lines.append(r"\centering")
-    caption = spec.get("caption")
-    if caption:
-        text = str(caption) if spec["raw_caption"] else escape_latex(caption)
-        lines.append(rf"\caption{{{text}}}")
+    cells, flags, n_first = display_frame(df, spec, latex=True)
+    wrap = {"best": "textbf:--rwrap;", "second": "underline:--rwrap;", "": ""}
+    styler = cells.style.hide(axis="index").apply(lambda _: flags.map(wrap.get), axis=None)
+    tabular = styler.to_latex(hrules=True, multicol_align="c", column_format="@{}l" + "c" * (cells.shape[1] - 1) + "@{}")
+    # Styler writes neither booktabs' \cmidrule under a column group nor a rule between row groups: added here
+    lines = tabular.splitlines()
+    spans, start = [], 0
+    groups = [a for a, _ in cells.columns]
+    for j in range(1, len(groups) + 1):
+        if j == len(groups) or groups[j] != groups[start]:
+            if groups[start] and j - start >= 1 and cells.columns.nlevels > 1:
+                spans.append(rf"\cmidrule(lr){{{start + 1}-{j}}}")
+            start = j
+    if spans:
+        lines.insert(lines.index(r"\toprule") + 2, " ".join(spans))
+    if n_first and n_first < len(cells):
+        lines.insert(lines.index(r"\midrule") + 1 + n_first, r"\midrule")
+    tabular = "\n".join(lines) + "\n"
+    # Styler's float cannot hold a width guard around the tabular nor notes under it: the float is ours
+    env, width = ("table*", r"\textwidth") if spec["layout"] == "double" else ("table", r"\linewidth")
+    out = [rf"\begin{{{env}}}" + (f"[{spec['placement']}]" if spec["placement"] else ""), r"\centering"]
+    if spec.get("caption"):
+        out.append(rf"\caption{{{spec['caption'] if spec['raw_caption'] else escape_latex(spec['caption'])}}}")
     if spec.get("label"):
-        lines.append(rf"\label{{{spec['label']}}}")
-    if spec["resize"]:
-        lines.append(r"\resizebox{\linewidth}{!}{%")
-    colspec = "@{}l" + "".join(
-        ("c" * (last - start + 1)) if grp is not None else "c" for grp, start, last in groups
-    ) + "@{}"
-    lines.append(rf"\begin{{tabular}}{{{colspec}}}")
-    lines.append(r"\toprule")
-    has_groups = any(grp is not None for grp, _, _ in groups)
-    if has_groups:
-        top = [""]
-        rules = []
-        for grp, start, last in groups:
-            if grp is None:
-                top.append("")
-                continue
-            width = last - start + 1
-            top.append(rf"\multicolumn{{{width}}}{{c}}{{{escape_latex(set_label(grp, spec))}}}")
-            rules.append(rf"\cmidrule(lr){{{start}-{last}}}")
-        lines.append(" & ".join(top) + r" \\")
-        lines.append(" ".join(rules))
-    lines.append(" & ".join(["Method"] + [escape_latex(col.header) for col in columns]) + r" \\")
-    lines.append(r"\midrule")
-
-    def body(rows: list[Any]) -> None:
-        for row in rows:
-            label = escape_latex(df.at[row, "label"] if "label" in df.columns else row)
-            if _kind(df, row) == "published":
-                label += DAGGER_LATEX
-            cells = [label]
-            for col in columns:
-                text = format_value(_value(df, row, col.key), col.decimals)
-                cells.append(_latex_cell(text, marks.get((row, col.key))))
-            lines.append(" & ".join(cells) + r" \\")
-
-    body(first)
-    if first and second:
-        lines.append(r"\midrule")
-    body(second)
-    lines.append(r"\bottomrule")
-    lines.append(r"\end{tabular}")
-    if spec["resize"]:
-        lines.append(r"}")
-    sources = published_sources(df)
-    if sources:
-        parts = "; ".join(f"{escape_latex(', '.join(methods))}: {escape_latex(src)}" for src, methods in sources)
-        lines.append(
-            r"\par\smallskip\footnotesize " + DAGGER_LATEX
-            + f" Published numbers, not ranked ({parts})."
-        )
-    lines.append(rf"\end{{{env}}}")
-    return "\n".join(lines) + "\n"
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Markdown, CSV
-# ---------------------------------------------------------------------------------------------------------
-def escape_markdown(text: Any) -> str:
-    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+        out.append(rf"\label{{{spec['label']}}}")
+    if spec["compact"]:
+        out.append(r"\small\setlength{\tabcolsep}{4pt}")
+    out.append(rf"\resizebox{{\ifdim\width>{width}{width}\else\width\fi}}{{!}}{{%")
+    out += [tabular.rstrip("\n") + "%", "}"]
+    notes = footnotes(df, spec, latex=True)
+    if notes:
+        out.append(r"\par\smallskip\parbox{" + width + r"}{\footnotesize " + r" \\ ".join(notes) + "}")
+    out.append(rf"\end{{{env}}}")
+    return "\n".join(out) + "\n"
 
 
 def render_markdown(df: pd.DataFrame, spec: Mapping[str, Any], *, ssim_decimals: int | None = None) -> str:
-    """The same table as a pipe table (best ``**bold**``, second ``<u>underlined</u>``, missing "–")."""
+    """The same table as a pipe table (``DataFrame.to_markdown``; best ``**bold**``, second ``<u>…</u>``)."""
     spec = _with_decimals(normalize_spec(spec), ssim_decimals)
-    columns = table_columns(df, spec)
-    marks = rank_marks(df, columns)
-    first, second = ordered_rows(df, spec)
-    headers = ["Method"] + [
-        escape_markdown(f"{set_label(col.group, spec)} {col.header}" if col.group is not None else col.header)
-        for col in columns
-    ]
-    lines: list[str] = []
-    if spec.get("caption"):
-        lines += [f"Table: {str(spec['caption']).strip()}", ""]
-    lines.append("| " + " | ".join(headers) + " |")
-    lines.append("|" + "|".join([":---"] + ["---:"] * len(columns)) + "|")
-    for row in first + second:
-        label = escape_markdown(df.at[row, "label"] if "label" in df.columns else row)
-        if _kind(df, row) == "published":
-            label += DAGGER_TEXT
-        cells = [label]
-        for col in columns:
-            text = format_value(_value(df, row, col.key), col.decimals)
-            mark = marks.get((row, col.key))
-            if text is None:
-                cells.append(MISSING_TEXT)
-            elif mark == "best":
-                cells.append(f"**{text}**")
-            elif mark == "second":
-                cells.append(f"<u>{text}</u>")
-            else:
-                cells.append(text)
-        lines.append("| " + " | ".join(cells) + " |")
-    sources = published_sources(df)
-    if sources:
-        parts = "; ".join(f"{', '.join(methods)}: {src}" for src, methods in sources)
-        lines += ["", f"{DAGGER_TEXT} Published numbers, not ranked ({parts})."]
-    return "\n".join(lines) + "\n"
+    cells, flags, _ = display_frame(df, spec, latex=False)
+    marked = cells.copy()
+    for j in range(cells.shape[1]):
+        for i in range(len(cells)):
+            mark = flags.iat[i, j]
+            if mark:
+                marked.iat[i, j] = f"**{cells.iat[i, j]}**" if mark == "best" else f"<u>{cells.iat[i, j]}</u>"
+    marked.columns = [f"{a} {b}".strip() for a, b in cells.columns]
+    table = marked.to_markdown(index=False, disable_numparse=True,
+                               colalign=["left"] + ["right"] * (cells.shape[1] - 1))
+    lines = ([f"Table: {str(spec['caption']).strip()}", ""] if spec.get("caption") else []) + [table]
+    notes = footnotes(df, spec, latex=False)
+    return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
 
 def render_csv(df: pd.DataFrame, spec: Mapping[str, Any]) -> str:
-    """Tidy CSV: one line per row (key, label, kind, status, run id, source) and full-precision numbers."""
-    columns = table_columns(df, spec)
-    out = pd.DataFrame(index=df.index)
-    for name in INFO_COLUMNS:
-        out[name] = df[name] if name in df.columns else ""
-    for col in columns:
-        out[col.key] = pd.to_numeric(df[col.key], errors="coerce") if col.key in df.columns else float("nan")
+    """Tidy CSV: info columns, every value column at full precision with its std / difference / CI / flag, and
+    the significance test's parameters in ``sig_*`` columns."""
+    spec = normalize_spec(spec)
+    keys = [c.key for c in table_columns(df, spec)]
+    stats = [k + s for k in keys for s in STAT_SUFFIXES if k + s in df.columns]
+    out = df.reindex(columns=[c for c in INFO_COLUMNS if c in df.columns] + keys + stats)
+    for key, value in (df.attrs.get("significance") or {}).items():
+        out[f"sig_{key}"] = value
     first, second = ordered_rows(df, spec)
     out = out.loc[first + second]
     out.index.name = "row"
     return out.to_csv(na_rep="", lineterminator="\n")
 
 
-def write_tables(
-    df: pd.DataFrame,
-    spec: Mapping[str, Any],
-    out_dir: str | Path,
-    name: str | None = None,
-    *,
-    ssim_decimals: int | None = None,
-) -> dict[str, Path]:
-    """Write ``<out_dir>/<name>.tex``, ``.md`` and ``.csv``; returns ``{"tex": path, "md": path, "csv": path}``."""
+def write_tables(df: pd.DataFrame, spec: Mapping[str, Any], out_dir: str | Path, name: str | None = None, *,
+                 ssim_decimals: int | None = None) -> dict[str, Path]:
+    """Write ``<out_dir>/<name>.tex|.md|.csv``; returns ``{"tex": path, "md": path, "csv": path}``."""
     name = name or normalize_spec(spec).get("name") or "table"
     safe = re.sub(r"[^A-Za-z0-9._+-]+", "_", str(name)).strip("._") or "table"
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    texts = {
-        "tex": render_latex(df, spec, ssim_decimals=ssim_decimals),
-        "md": render_markdown(df, spec, ssim_decimals=ssim_decimals),
-        "csv": render_csv(df, spec),
-    }
-    paths: dict[str, Path] = {}
+    texts = {"tex": render_latex(df, spec, ssim_decimals=ssim_decimals),
+             "md": render_markdown(df, spec, ssim_decimals=ssim_decimals), "csv": render_csv(df, spec)}
+    paths = {}
     for ext, text in texts.items():
-        path = out / f"{safe}.{ext}"
-        path.write_text(text, encoding="utf-8")
-        paths[ext] = path
+        paths[ext] = out / f"{safe}.{ext}"
+        paths[ext].write_text(text, encoding="utf-8")
     return paths
 
 

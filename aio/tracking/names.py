@@ -61,3 +61,30 @@ TRAINABLE_PARAMS = "model/trainable_params"
 TAG_DATA_SUMMARY = "aio.data_summary"
 DATA_SKIPPED = "data/skipped"
 DATA_PADDED = "data/padded"
+# --- appended by the tables branch: sweep structure, per-image artifacts, sweep summaries -----------------
+TAG_PARENT = "mlflow.parentRunId"  # MLflow's own tag that nests a child run under its parent
+TAG_RUN_DIR = "aio.run_dir"  # the job's run folder (a resumed sweep reruns an unfinished job there)
+TAG_RANDOM_VGG = "perceptual_weights"  # "random-init" when the perceptual loss used a random VGG
+ROLE_SWEEP = "sweep"  # value of aio.role on a sweep's parent run
+SPEC_ARTIFACT = "table_spec.yaml"  # the sweep's table spec, logged on the parent run
+TABLES_ARTIFACT_DIR = "tables"  # where aio-tables logs the rendered tables on the parent run
+PER_IMAGE_DIR = "per_image"
+
+
+def per_image_file(set_name: str) -> str:
+    """The file name of one set's per-image metrics: ``<set>.csv`` (path separators made safe)."""
+    return str(set_name).replace("/", "_").replace("\\", "_") + ".csv"
+
+
+def per_image_dir(prefix: str) -> str:
+    """The artifact folder of the per-image metrics behind ``<prefix>/<set>/<metric>`` metrics.
+
+    ``prefix`` is a metric prefix: ``val``, ``val@<phase>``, ``test`` or ``test_<tta>``; the per-image rows
+    of ``val/SOTS/psnr`` are in ``per_image/val/SOTS.csv``.
+    """
+    return f"{PER_IMAGE_DIR}/{prefix}"
+
+
+def sweep_summary_metric(row: str, metric_key: str) -> str:
+    """``summary/<row>/<metric key>`` on a sweep's parent run: the row's mean over its finished seeds."""
+    return f"summary/{row}/{metric_key}"

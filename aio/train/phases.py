@@ -100,7 +100,8 @@ class Phase:
         return self.start_step + self.steps
 
 
-def _plain(node: Any) -> Any:
+def to_plain(node: Any) -> Any:
+    """A config node as plain Python containers (other values unchanged)."""
     from omegaconf import DictConfig, ListConfig, OmegaConf
 
     if isinstance(node, (DictConfig, ListConfig)):
@@ -129,14 +130,14 @@ def resolve_schedule(cfg, task_items: dict[str, int], world_size: int = 1) -> li
     """
     t, d = cfg.trainer, cfg.dataset
     strategy = cfg.get("strategy") or {"phases": [{}]}
-    raw_phases = [_plain(p) or {} for p in (strategy.get("phases") or [{}])]
+    raw_phases = [to_plain(p) or {} for p in (strategy.get("phases") or [{}])]
     if strategy.get("order"):
         raw_phases = _sequential_phases(list(strategy.get("order")), raw_phases)
     names = [p.get("name") or f"phase{k}" for k, p in enumerate(raw_phases)]
     if len(set(names)) != len(names):
         raise ValueError(f"strategy.phases: phase names {names} must be unique")
     all_tasks = list(task_items)
-    default_augment = _plain(cfg.get("augment")) if cfg.get("augment") is not None else None
+    default_augment = to_plain(cfg.get("augment")) if cfg.get("augment") is not None else None
     phases: list[Phase] = []
     for k, (p, name) in enumerate(zip(raw_phases, names)):
         where = f"strategy.phases[{k}] ({name})"
@@ -183,7 +184,7 @@ def resolve_schedule(cfg, task_items: dict[str, int], world_size: int = 1) -> li
             min_lr=float(p["min_lr"]) if p.get("min_lr") is not None else float(t.min_lr),
             warmup_steps=warmup, schedule=schedule, cycles=int(p.get("cycles") or 1), freeze=list(p.get("freeze") or []),
             train_only=list(p.get("train_only") or []), frozen_bn_eval=bool(p.get("frozen_bn_eval", True)),
-            loss=_plain(p.get("loss")) if p.get("loss") is not None else _plain(cfg.loss),
+            loss=to_plain(p.get("loss")) if p.get("loss") is not None else to_plain(cfg.loss),
             extra_losses=list(p.get("extra_losses") or []),
             augment=load_augment(augment) if augment is not None else default_augment,
             patch_size=patch, batch_size=batch, ema_decay=p.get("ema_decay"),
@@ -279,7 +280,7 @@ def _place(phases: list[Phase]) -> list[Phase]:
 
 def load_augment(spec: Any) -> dict:
     """An augment node: a preset name (``conf/augment/<name>.yaml``) or a mapping, returned as a dict."""
-    spec = _plain(spec)
+    spec = to_plain(spec)
     if isinstance(spec, str):
         from omegaconf import OmegaConf
 

@@ -173,13 +173,13 @@ class Trainer:
         self.tracker: Any = NullTracker()
         if self.dist.is_main:
             tags = {"git_commit": _git_commit(), "host": socket.gethostname(), "aio_version": aio.__version__,
-                    names.TAG_VAL_SETS: ",".join(self.val_sets),
+                    names.TAG_VAL_SETS: ",".join(self.val_sets), names.TAG_RUN_DIR: str(self.run_dir),
                     names.TAG_STRATEGY: str(cfg.get("strategy", {}).get("name", "mixed")),
                     names.TAG_PHASES: ",".join(p.name for p in self.schedule)}
             tags.update(tracker_tags or {})
             random_vgg = getattr(self.loss_fn, "random_init", False)
             if random_vgg:
-                tags["perceptual_weights"] = "random-init"
+                tags[names.TAG_RANDOM_VGG] = "random-init"
             run_id_file = self.run_dir / "mlflow_run_id"
             if self.mlflow_run_id is None and t.resume == "auto" and run_id_file.is_file():
                 self.mlflow_run_id = run_id_file.read_text().strip() or None  # requeued before its 1st checkpoint
@@ -221,9 +221,9 @@ class Trainer:
 
         from aio.data.augment import build_batch_augment
         from aio.losses import build_loss
-        from aio.train.phases import _plain
+        from aio.train.phases import to_plain
 
-        same_loss = phase.loss == _plain(self.cfg.loss)
+        same_loss = phase.loss == to_plain(self.cfg.loss)
         self.loss_fn = self.run_loss if same_loss else build_loss(phase.loss).to(self.device)
         self.extra_losses = [build_loss(node).to(self.device) for node in phase.extra_losses]
         if state is not None and state.get("loss"):
@@ -358,11 +358,13 @@ class Trainer:
         for name, values in result.per_set.items():
             for key, value in values.items():
                 if key != "n":
-                    metrics[f"val/{name}/{key}"] = float(value)
+                    metrics[names.val_metric(name, key)] = float(value)
         for key, value in result.average.items():
             if key != "n":
-                metrics[f"val/avg/{key}"] = float(value)
+                metrics[names.val_metric(names.AVG, key)] = float(value)
         self.tracker.log_metrics(metrics, step=self.step)
+        for path in result.write_per_image(self.run_dir / names.per_image_dir("val")):  # for significance tests
+            self.tracker.log_artifact(path, names.per_image_dir("val"))
         if self.cfg.logger.get("log_images", False) and result.samples:
             grid = self.run_dir / "samples" / f"val_step{self.step:07d}.png"
             grid.parent.mkdir(parents=True, exist_ok=True)
@@ -374,9 +376,9 @@ class Trainer:
         from aio.models.summary import count_parameters, forward_gflops
 
         params = count_parameters(self.model)
-        stats = {"model/params_m": params / 1e6}
+        stats = {names.PARAMS_M: params / 1e6}
         try:
-            stats["model/gflops_256"] = forward_gflops(self.model, size=256)
+            stats[names.GFLOPS_256] = forward_gflops(self.model, size=256)
         except Exception as err:  # FLOP counting is informative only
             say(f"[aio] could not count FLOPs: {err}")
         self.tracker.log_metrics(stats, step=self.step)
