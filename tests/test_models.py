@@ -1,5 +1,6 @@
-"""Networks: forward/backward of every backbone x gate x switch at tiny size, autocast/channels_last, the DFRG
-routing outputs, the LoRa/DFRG parameter budgets, model_from_config's errors and the aio-model CLI."""
+"""Networks: forward/backward of every backbone and of the Restormer family's gate x row at tiny size,
+autocast/channels_last, the gated attention, the LoRa role map, the DFRG expert weights / routing loss,
+model_from_config's errors and the aio-model CLI."""
 
 from __future__ import annotations
 
@@ -19,17 +20,22 @@ from aio.models import (
     model_from_config,
     pad_to_multiple,
 )
-from aio.models.layers import DFRG, LowRankConv2d, SpatialLoRaConv2d, TransformerBlock, lora_conv1x1, lora_rank
+from aio.models.blocks.attention import Attention
+from aio.models.blocks.gates import GATES
+from aio.models.blocks.lora import BASELINE_ROLES, ENHANCED_ROLES, LoRaConv, LoRaPlan, SpatialLoRaConv
 from aio.paths import CONF_DIR
 
 
-BACKBONES = ["restormer", "promptir", "nafnet", "nafnet_gopro"]
-TOGGLES = {
-    "plain": {},
-    "lora": {"ffn_ratio": 0.5, "attn_ratio": 0.8},
-    "dfrg": {"dfrg": {"enabled": True, "experts": 4, "aux_weight": 0.1}},
-    "spatial_lora": {"spatial_lora": True, "ffn_ratio": 0.5, "attn_ratio": 0.8},
-    "csff": {"csff": True},
+BACKBONES = ["restormer", "promptir", "nafnet", "nafnet_gopro", "airnet"]
+#: The ablation rows (cumulative, as conf/experiment builds them) on top of the dense network.
+_LORA = {"ffn_ratio": 0.5, "attn_ratio": 0.8}
+_DFRG = _LORA | {"dfrg": {"enabled": True, "aux_weight": 0.1}}
+ROWS = {
+    "dense": {},
+    "baseline": _LORA,
+    "dfrg": _DFRG,
+    "spatial_lora": _DFRG | {"spatial_lora": True},
+    "csff": _DFRG | {"spatial_lora": True, "csff": True},
 }
 
 
@@ -53,15 +59,19 @@ def _fwd_bwd(model: torch.nn.Module, shape: tuple[int, int], task=None) -> None:
     assert grads and all(torch.isfinite(g).all() for g in grads)
 
 
-CASES = [(b, "none", "plain") for b in BACKBONES[1:]] + [
-    ("restormer", g, t) for g in ("none", "elementwise", "channel") for t in TOGGLES
+CASES = [(b, "none", "dense") for b in sorted(set(list_models()) - {"restormer"})] + [
+    ("restormer", g, r) for g in GATES for r in ROWS
 ]
 
 
-@pytest.mark.parametrize("backbone,gate,toggle", CASES, ids=["-".join(c) for c in CASES])
-def test_forward_backward_any_size(backbone, gate, toggle):
+def test_cases_cover_every_registered_model():
+    assert {c[0] for c in CASES} == set(list_models())
+
+
+@pytest.mark.parametrize("backbone,gate,row", CASES, ids=["-".join(c) for c in CASES])
+def test_forward_backward_any_size(backbone, gate, row):
     torch.manual_seed(0)
-    model = model_from_config(model_cfg(backbone, gate=gate, **TOGGLES[toggle]))
+    model = model_from_config(model_cfg(backbone, gate=gate, **ROWS[row]))
     assert isinstance(model, RestorationModel)
     task = torch.tensor([0, 3])
     for shape in [(64, 64), (37, 53)]:
@@ -71,10 +81,10 @@ def test_forward_backward_any_size(backbone, gate, toggle):
 
 @pytest.mark.parametrize("backbone", BACKBONES)
 def test_autocast_bf16_and_channels_last(backbone):
-    over = TOGGLES["dfrg"] | {"csff": True, "spatial_lora": True} if backbone == "restormer" else {}
+    over = ROWS["csff"] if backbone == "restormer" else {}
     gate = "elementwise" if backbone == "restormer" else "none"
     model = model_from_config(model_cfg(backbone, gate=gate, **over)).to(memory_format=torch.channels_last)
-    x = torch.rand(1, 3, 40, 36).to(memory_format=torch.channels_last)
+    x = torch.rand(2, 3, 40, 36).to(memory_format=torch.channels_last)  # batch 2: spatial LoRa has BatchNorms
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = model(x)
     assert y.shape == x.shape and torch.isfinite(y.float()).all()
@@ -98,7 +108,7 @@ def test_registry():
     assert {"restormer", "promptir", "nafnet"} <= set(list_models())
     m = create_model("nafnet", width=4, enc_blk_nums=[1], middle_blk_num=1, dec_blk_nums=[1])
     assert m(torch.rand(1, 3, 9, 7)).shape == (1, 3, 9, 7)
-    with pytest.raises(ValueError, match="valid: abair, nafnet, promptir, restormer"):
+    with pytest.raises(ValueError, match="valid: abair, airnet, nafnet, promptir, restormer"):
         create_model("unet")
 
 
@@ -145,42 +155,67 @@ def test_model_from_config_errors():
     assert type(model_from_config(dict(OmegaConf.to_container(model_cfg("nafnet"))))).__name__ == "NAFNet"
 
 
-# -- ablation layers ---------------------------------------------------------------------------------------
-def test_lora_conv_layout():
-    assert isinstance(lora_conv1x1(48, 144, 1.0), torch.nn.Conv2d)
-    low = lora_conv1x1(48, 144, 0.8)
-    assert isinstance(low, LowRankConv2d) and low.down.out_channels == lora_rank(48, 144, 0.8) == 38
-    assert lora_rank(4, 100, 0.01) == 1
-    assert isinstance(lora_conv1x1(48, 48, 1.0, spatial=True), SpatialLoRaConv2d)
-    with pytest.raises(ValueError):
-        lora_conv1x1(8, 8, 1.5)
+# -- seed-000 blocks ---------------------------------------------------------------------------------------
+def test_lora_plan_roles_and_ranks():
+    plan = LoRaPlan(0.5, 0.8)
+    assert isinstance(LoRaPlan().conv1x1("attn.qkv", 48, 192), torch.nn.Conv2d)  # ratio 1.0: dense
+    qkv = plan.conv1x1("attn.qkv", 48, 192)
+    assert isinstance(qkv, LoRaConv) and qkv.conv1.out_channels == 38  # int(48 * 0.8)
+    assert plan.conv1x1("attn.project_out", 48, 48).conv1.out_channels == 24  # the reference gives it the FFN ratio
+    assert plan.conv1x1("ffn.project_out", 127, 48, bias=True).conv2.bias is not None  # the original bias
+    assert isinstance(plan.conv1x1("reduce", 96, 48), torch.nn.Conv2d)
+    assert isinstance(plan.conv1x1("dfrg.expert_selector", 12, 5), LoRaConv)  # rank 4 < 5
+    assert isinstance(plan.conv1x1("attn.qkv", 2, 8), torch.nn.Conv2d)  # rank max(2, 1) = 2, not below min
+    spatial = LoRaPlan(0.5, 0.8, spatial=True)
+    assert isinstance(spatial.conv1x1("attn.qkv", 48, 192), SpatialLoRaConv)
+    assert isinstance(spatial.conv1x1("attn.qkv", 5, 20), SpatialLoRaConv)  # rank max(4, 4) = 4 < 5 ...
+    assert isinstance(spatial.conv1x1("attn.qkv", 4, 20), torch.nn.Conv2d)  # ... but 4 is not below 4
+    assert isinstance(spatial.conv1x1("csff.merge", 96, 48), torch.nn.Conv2d)
+    assert isinstance(plan.conv1x1("csff.merge", 96, 48), LoRaConv)  # the baseline rule's default branch
+    assert set(BASELINE_ROLES) == set(ENHANCED_ROLES)
+    with pytest.raises(KeyError, match="unknown 1x1-conv role"):
+        plan.conv1x1("head", 8, 8)
+    with pytest.raises(ValueError, match=r"model.ffn_ratio=1.5 must be in \(0, 1\]"):
+        LoRaPlan(1.5, 0.8)
 
 
-@pytest.mark.parametrize("dim,heads", [(48, 1), (96, 1), (192, 4), (384, 8)])
-def test_dfrg_under_one_percent_of_a_block(dim, heads):
-    with torch.device("meta"):
-        block = TransformerBlock(dim, heads, 2.66, False, "WithBias")
-        dfrg = DFRG(dim, experts=4)
-    assert count_parameters(dfrg) <= 0.01 * count_parameters(block)
-
-
-def test_dfrg_routing_losses_and_metrics():
+@pytest.mark.parametrize("gate,extra", [("none", 0), ("headwise", 4), ("elementwise", 16)])
+def test_gated_attention_widens_qkv_and_scales_by_sigmoid(gate, extra):
     torch.manual_seed(0)
-    model = model_from_config(model_cfg("restormer", dfrg={"enabled": True, "experts": 3, "aux_weight": 0.5}))
+    attn = Attention(16, 4, bias=False, gate=gate)
+    assert attn.qkv.out_channels == attn.qkv_dwconv.out_channels == 48 + extra
+    plain = Attention(16, 4, bias=False)
+    keep = [*range(16), *range(16 + extra, 48 + extra)]  # q, then the gate slice, then k and v
+    with torch.no_grad():
+        attn.qkv.weight[16 : 16 + extra] = 0  # gate = 0: sigmoid 1/2 on every head / element
+        plain.temperature.copy_(torch.rand(4, 1, 1) + 0.5)
+        attn.temperature.copy_(plain.temperature)
+        plain.qkv.weight.copy_(attn.qkv.weight[keep])
+        plain.qkv_dwconv.weight.copy_(attn.qkv_dwconv.weight[keep])
+        plain.project_out.weight.copy_(attn.project_out.weight)
+        x = torch.rand(2, 16, 6, 5)
+        scale = 1.0 if gate == "none" else 0.5  # project_out is linear (no bias)
+        assert torch.allclose(attn(x), scale * plain(x), atol=1e-6)
+    with pytest.raises(ValueError, match="gate='channel'; valid: none, headwise, elementwise"):
+        Attention(16, 4, bias=False, gate="channel")
+
+
+def test_dfrg_expert_weights_metrics_and_opt_in_routing_loss():
+    torch.manual_seed(0)
+    model = model_from_config(model_cfg("restormer", dfrg={"enabled": True}))
     assert model.aux_metrics() == {} and model.aux_losses(torch.tensor([0])) == {}
-    x, task = torch.rand(4, 3, 24, 24), torch.tensor([0, 1, 2, 4])
+    x, task = torch.rand(4, 3, 24, 24), torch.tensor([0, 1, 2, 6])
     model(x, task=task)
     metrics = model.aux_metrics()
-    assert sorted(metrics) == ["route_w0", "route_w1", "route_w2"]
+    assert sorted(metrics) == [f"route_w{k}" for k in range(5)]
     assert abs(sum(metrics.values()) - 1.0) < 1e-5
-    losses = model.aux_losses(task)
+    assert model.aux_losses(task) == {}  # computed and discarded by default (as the reference)
+    routed = model_from_config(model_cfg("restormer", dfrg={"enabled": True, "experts": 3, "aux_weight": 0.5}))
+    routed(x, task=task)
+    losses = routed.aux_losses(task)
     assert set(losses) == {"l_route"} and losses["l_route"].requires_grad and losses["l_route"] > 0
-    assert model.aux_losses(None) == {}
-    copy.deepcopy(model)  # EMA copies after a forward must not trip over the stored routing graph
-    # no routing loss without aux_weight
-    plain = model_from_config(model_cfg("restormer", dfrg={"enabled": True, "experts": 3, "aux_weight": 0.0}))
-    plain(x)
-    assert plain.aux_losses(task) == {} and len(plain.aux_metrics()) == 3
+    assert routed.aux_losses(None) == {} and len(routed.aux_metrics()) == 3
+    copy.deepcopy(routed)  # EMA copies after a forward must not trip over the stored graph
 
 
 def test_non_dfrg_models_have_empty_aux():
@@ -206,6 +241,6 @@ def test_cli_summary(capsys):
     out = capsys.readouterr().out
     assert "restormer[tiny] gate=elementwise ffn/attn=0.5/0.8" in out and "params:" in out
     assert "1x3x256x256" in out and "1x3x64x64" in out
-    assert main(["summary", "backbone=nafnet", "gate=channel", "model.size=tiny"]) == 2
+    assert main(["summary", "backbone=nafnet", "gate=headwise", "model.size=tiny"]) == 2
     assert "supported only by backbone=restormer" in capsys.readouterr().err
     assert main(["list"]) == 0

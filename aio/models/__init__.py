@@ -4,10 +4,11 @@
 :class:`~aio.models.base.RestorationModel` (``forward(x, task=None)``, ``aux_losses``, ``aux_metrics``).
 """
 
-from aio.models import nafnet, promptir, restormer  # noqa: F401  (registers the models)
+from aio.models import airnet, nafnet, promptir, restormer  # noqa: F401  (registers the models)
 from aio.models import dsrir  # noqa: F401  (registers dsrir)
 from aio.models import mioir_restormer, mioir_srresnet, srresnet  # noqa: F401  (MiOIR's models)
 from aio.models import abair  # noqa: F401,E402  (after the backbones it wraps)
+from aio.models.airnet import AirNet
 from aio.models.base import RestorationModel, crop_to, pad_to_multiple
 from aio.models.nafnet import NAFNet
 from aio.models.promptir import PromptIR
@@ -24,6 +25,7 @@ from aio.models.summary import count_parameters, forward_gflops
 
 __all__ = [
     "RestorationModel",
+    "AirNet",
     "Restormer",
     "PromptIR",
     "NAFNet",

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from aio.models.base import RestorationModel, crop_to, pad_to_multiple
-from aio.models.layers import LayerNorm2d
+from aio.models.blocks.norm import LayerNorm2d
 from aio.models.registry import register_model
 
 

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from aio.models.base import RestorationModel, crop_to
-from aio.models.layers import Downsample, OverlapPatchEmbed, TransformerBlock, Upsample, transformer_stage
+from aio.models.blocks.sampling import Downsample, OverlapPatchEmbed, Upsample
+from aio.models.blocks.transformer import TransformerBlock, transformer_stage
 from aio.models.registry import register_model
 
 

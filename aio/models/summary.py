@@ -31,7 +31,7 @@ def forward_gflops(model: nn.Module, size: int | tuple[int, int] = 256, in_chann
     """
     h, w = (size, size) if isinstance(size, int) else size
     try:
-        meta = copy.deepcopy(model).to("meta")
+        meta = copy.deepcopy(model).to("meta").eval()  # inference cost (BatchNorm cannot train on batch 1)
         x = torch.empty(1, in_channels, h, w, device="meta")
         counter = FlopCounterMode(display=False)
         with torch.no_grad(), counter:
