@@ -96,6 +96,17 @@ def _loss_terms(cfg):
     return sorted(loss(x, target)[1])
 
 
+def _gate_channels(cfg):
+    """The gate's name and how many channels it adds to the qkv of the latent attention (small model)."""
+    from aio.models import model_from_config
+
+    with open_dict(cfg):
+        cfg.model.size = "small"  # tiny has one head everywhere; headwise widens qkv by the head count
+    modules = dict(model_from_config(cfg.model).named_modules())
+    dim = modules["latent.0.attn.project_out"].out_channels
+    return (cfg.model.gate, modules["latent.0.attn.qkv_dwconv"].out_channels - 3 * dim)
+
+
 def _experiment_row(cfg):
     m = cfg.model
     return (m.name, m.get("gate"), m.get("ffn_ratio"), m.get("attn_ratio"), bool(m.get("dfrg", {}).get("enabled")),
@@ -202,7 +213,9 @@ EXPECTATIONS = {
                   "nafnet": ("NAFNet", "nafnet"), "nafnet_gopro": ("NAFNet", "nafnet"),
                   "dsrir": ("DSRIR", "dsrir"), "srresnet": ("SRResNet", "srresnet"), "abair": ("ABAIR", "abair"),
                   "airnet": ("AirNet", "airnet")}),
-    "gate": (lambda c: c.model.gate, {"none": "none", "elementwise": "elementwise", "headwise": "headwise"}),
+    # channels the gate adds to the attention's qkv (the latent block of the small Restormer: C = 64, 2 heads):
+    # elementwise "qkv widened to 4C" (+C), headwise "widened by `heads` channels" (+2)
+    "gate": (_gate_channels, {"none": ("none", 0), "elementwise": ("elementwise", 64), "headwise": ("headwise", 2)}),
     "lora_ratio": (lambda c: (c.model.ffn_ratio, c.model.attn_ratio),
                    {"full": (1.0, 1.0), "r03_06": (0.3, 0.6), "r04_07": (0.4, 0.7), "r05_08": (0.5, 0.8),
                     "r06_09": (0.6, 0.9)}),
