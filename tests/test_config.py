@@ -115,12 +115,12 @@ def _experiment_row(cfg):
 
 def _phases(cfg):
     """The resolved phases (:func:`aio.train.phases.resolve_schedule`, 100 items per task): name, number of
-    tasks, steps, LR cycles, LR, augment preset and whether only part of the model trains."""
+    tasks, steps, LR cycles, LR, augment preset, whether only part of the model trains, crop and batch size."""
     from aio.train.phases import resolve_schedule
 
     phases = resolve_schedule(cfg, {t: 100 for t in cfg.dataset.tasks})
     return [(p.name, len(p.tasks), p.steps, p.cycles, float(f"{p.lr:.4g}"), (p.augment or {}).get("name"),
-             bool(p.freeze or p.train_only)) for p in phases]
+             bool(p.freeze or p.train_only), p.patch_size, p.batch_size) for p in phases]
 
 
 def _batch_augment(cfg):
@@ -173,7 +173,7 @@ def _fit(declared, total=STEPS):
 def _stages(order, stage_steps, last_steps):
     """A sequential strategy: stage k on the first k tasks, the last stage four cosine periods (MiOIR)."""
     steps = _fit([stage_steps] * (len(order) - 1) + [last_steps])
-    return [(f"{k + 1}_{t}", k + 1, steps[k], 4 if k == len(order) - 1 else 1, LR, "basic", False)
+    return [(f"{k + 1}_{t}", k + 1, steps[k], 4 if k == len(order) - 1 else 1, LR, "basic", False, 128, 8)
             for k, t in enumerate(order)]
 
 
@@ -182,8 +182,13 @@ def _epochs(epochs, tasks):
     return [e * 100 * n for e, n in zip(epochs, tasks)]
 
 
-_DSRIR_PHASES = [(n, 5, s, 1, LR, "basic", False) for n, s in
-                 zip(("p128", "p160", "p192", "p256"), _fit([127710, 111343, 95912, 62469]))]
+_DSRIR_STEPS = _fit([127710, 111343, 95912, 62469])
+_DSRIR_NAMES = ("p128", "p160", "p192", "p256")
+
+
+def _dsrir(patches, batches):
+    """DSRIR's four progressive phases (one cosine across them) at the given crops and batch sizes."""
+    return [(n, 5, s, 1, LR, "basic", False, p, b) for n, s, p, b in zip(_DSRIR_NAMES, _DSRIR_STEPS, patches, batches)]
 
 
 def _t1(blend):
@@ -271,26 +276,28 @@ EXPECTATIONS = {
     "augment": (_batch_augment, {"basic": ("basic", [], False),
                                  "strong": ("strong", ["blend", "cutblur", "mixup"], True)}),
     "strategy": (_phases, {
-        "mixed": [("main", 5, STEPS, 1, LR, "basic", False)],
+        "mixed": [("main", 5, STEPS, 1, LR, "basic", False, 64, 8)],
         # 60 epochs of the easy tasks (denoise* + derain: 4 of synthetic's 5), then 60 of all at 50% LR
-        "progressive": [(n, k, s, 1, lr, "basic", False) for n, k, s, lr in
+        "progressive": [(n, k, s, 1, lr, "basic", False, 64, 8) for n, k, s, lr in
                         zip(("easy", "all"), (4, 5), _fit(_epochs([60, 60], [4, 5])), (LR, LR / 2))],
         # 40 epochs each: denoise*, + derain, all; the later two at 50% LR
-        "task_incremental": [(n, k, s, 1, lr, "basic", False) for n, k, s, lr in
+        "task_incremental": [(n, k, s, 1, lr, "basic", False, 64, 8) for n, k, s, lr in
                              zip(("denoise", "plus_derain", "all"), (3, 4, 5), _fit(_epochs([40] * 3, [3, 4, 5])),
                                  (LR, LR / 2, LR / 2))],
         # SRResNet: 250k per stage, the last 1M; Restormer: 100k per stage, the last 400k
         "sequential": _stages(MIO7, 250000, 1000000),
         "sequential_restormer": _stages(["rain", "jpeg", "blur", "sr", "noise", "haze", "dark"], 100000, 400000),
-        "dsrir_progressive": _DSRIR_PHASES, "dsrir_progressive_tiny": _DSRIR_PHASES,
+        # 128/160/192/256 px at batch 16/14/12/8; the tiny form 32/40/48/64 px at 4/3/3/2
+        "dsrir_progressive": _dsrir((128, 160, 192, 256), (16, 14, 12, 8)),
+        "dsrir_progressive_tiny": _dsrir((32, 40, 48, 64), (4, 3, 3, 2)),
         # 250 + 3 x 100 epochs; lr 2e-4 then 1.5e-4 (absolute); strong augment in the base phase only;
         # ft2/ft3 train the core modules only
-        "staged_finetune": [(n, 5, s, 1, lr, aug, part) for n, s, lr, aug, part in
+        "staged_finetune": [(n, 5, s, 1, lr, aug, part, 64, 8) for n, s, lr, aug, part in
                             zip(("base", "ft1", "ft2", "ft3"), _fit([250, 100, 100, 100]), (2.0e-4,) + (1.5e-4,) * 3,
                                 ("strong", "basic", "basic", "basic"), (False, False, True, True))],
-        "abair_pretrain": [("pretrain", 5, STEPS, 1, LR, "basic", True)],
-        "abair_adapters": [("adapters", 5, STEPS, 1, LR, "basic", True)],
-        "abair_estimator": [("estimator", 5, STEPS, 1, LR, "basic", True)]}),
+        "abair_pretrain": [("pretrain", 5, STEPS, 1, LR, "basic", True, 128, 8)],
+        "abair_adapters": [("adapters", 5, STEPS, 1, LR, "basic", True, 128, 8)],
+        "abair_estimator": [("estimator", 5, STEPS, 1, LR, "basic", True, 128, 8)]}),
     "abair": (_abair_row, {
         **{f"blend_{b}": _t1(b) for b in ("oh", "sw", "oracle", "sum", "average")},
         **{f"{k}_r{r}": _t7(k, r) for k in ("lora", "vera", "conv_lora") for r in (4, 8, 16)},
