@@ -23,11 +23,17 @@ def pick_device(name: str | None) -> torch.device:
 
 
 def amp_dtype(name: str | None, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``amp`` (None = fp32); ``auto`` = bf16 where the device runs it natively (see
+    aio/train/precision.py). Metrics are unaffected in kind: they stay float64 on 8-bit-rounded outputs."""
     if name in (None, "", "none", "null", "fp32", False):
         return None
+    if name == "auto":
+        from aio.train.precision import amp_dtype as resolved
+
+        return resolved("auto", device)
     table = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
     if name not in table:
-        raise ValueError(f"amp={name!r} unknown; choose from [null, bf16, fp16]")
+        raise ValueError(f"amp={name!r} unknown; choose from [null, bf16, fp16, auto]")
     if table[name] is torch.float16 and device.type == "cpu":
         raise ValueError("amp=fp16 needs a GPU; use amp=bf16 or amp=null on CPU")
     return table[name]

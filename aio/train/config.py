@@ -36,7 +36,8 @@ class TrainerConfig:
     grad_accum: int = 1
     grad_clip: float = 1.0  # max gradient norm; 0 disables clipping
     ema: EmaConfig = field(default_factory=EmaConfig)
-    amp: str = "none"  # none | bf16 | fp16 (fp16 needs CUDA and uses a GradScaler)
+    amp: str = "none"  # none | bf16 | fp16 (CUDA, with a GradScaler) | auto (bf16 where native, else fp32)
+    compile: bool = False  # torch.compile the training model (inductor; needs a C++ compiler on CPU)
     channels_last: bool = False
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     val_every: int = 100

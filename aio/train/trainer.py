@@ -42,6 +42,7 @@ from aio.train.distributed import (
     DistInfo, barrier, broadcast_object, cleanup_distributed, init_distributed, mean_over_ranks,
 )
 from aio.train.phases import Phase, resolve_schedule
+from aio.train.precision import AMP_CHOICES, amp_dtype, maybe_compile
 from aio.train.sampler import VirtualIndexDataset, task_ranges  # noqa: F401  (VirtualIndexDataset: old import path)
 
 log = logging.getLogger("aio.train")
@@ -77,8 +78,8 @@ def _git_commit() -> str:
 def validate_config(cfg: DictConfig) -> None:
     """One-line errors for bad values, before any work starts (phases are checked by resolve_schedule)."""
     t = cfg.trainer
-    if t.amp not in ("none", "bf16", "fp16"):
-        raise ValueError(f"trainer.amp={t.amp} is not one of none, bf16, fp16")
+    if t.amp not in AMP_CHOICES:
+        raise ValueError(f"trainer.amp={t.amp} is not one of {', '.join(AMP_CHOICES)}")
     if t.max_steps < 1:
         raise ValueError(f"trainer.max_steps={t.max_steps} must be >= 1")
     if t.grad_accum < 1:
@@ -155,8 +156,8 @@ class Trainer:
         self.loss_fn: nn.Module = self.run_loss
         self.extra_losses: list[nn.Module] = []
         self.ema = builders.build_ema(self.model, t)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=t.amp == "fp16")
-        self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[t.amp]
+        self.amp_dtype = amp_dtype(t.amp, self.device)  # trainer.amp=auto resolves per device
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype is torch.float16)
 
         # --- resume or fine-tune, then enter the phase the run is in -------------------------------------
         self.mlflow_run_id: str | None = None
@@ -244,6 +245,7 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             unused = getattr(self.model, "has_unused_parameters", False)
             self.train_model = DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=unused)
+        self.train_model = maybe_compile(self.train_model, t.compile, self.device)  # trainer.compile
 
     def _phase_of(self, state: dict[str, Any] | None) -> Phase:
         """The phase a resumed checkpoint was written in (checked against the strategy), else the first."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from aio.models.blocks.dfrg import DFRG
@@ -42,10 +41,27 @@ class Attention(nn.Module):
         if hasattr(self, "dfrg"):
             x = self.dfrg(x)
         b, c, h, w = x.shape
-        q, k, v, g = split_qkv_gate(self.gate, self.qkv_dwconv(self.qkv(x)), c, self.num_heads)
-        q, k, v = (t.reshape(b, self.num_heads, c // self.num_heads, h * w) for t in (q, k, v))
-        q = F.normalize(q, dim=-1)
-        k = F.normalize(k, dim=-1)
-        attn = ((q @ k.transpose(-2, -1)) * self.temperature).softmax(dim=-1)
-        out = apply_gate(self.gate, attn.to(v.dtype) @ v, g)
+        heads, d = self.num_heads, c // self.num_heads
+        qkv = self.qkv_dwconv(self.qkv(x))
+        # Ungated and channels_last (aio's CPU layout, see OverlapPatchEmbed): q, k, v are strided views of the
+        # [B, HW, 3, heads, d] buffer, no copies; the output comes back channels_last.
+        fast = self.gate == "none" and qkv.is_contiguous(memory_format=torch.channels_last) and not qkv.is_contiguous()
+        if fast:
+            t = qkv.permute(0, 2, 3, 1).view(b, h * w, 3, heads, d)
+            q, k, v = (u.permute(0, 2, 3, 1) for u in t.unbind(2))  # [B, heads, d, HW]
+            g = None
+        else:
+            q, k, v, g = split_qkv_gate(self.gate, qkv, c, heads)
+            q, k, v = (t.reshape(b, heads, d, h * w) for t in (q, k, v))
+        # normalize(q) @ normalize(k)^T (F.normalize's eps 1e-12) computed as (q @ k^T) * (1/|q|) * (1/|k|)^T:
+        # the d x d product is scaled instead of the two d x HW operands (same value to ~1e-7, fewer full-size
+        # passes). Two factors, not 1/(|q| |k|): all-zero q or k rows stay 0 with finite gradients.
+        rq = torch.linalg.vector_norm(q, dim=-1, keepdim=True).clamp_min(1e-12).reciprocal()
+        rk = torch.linalg.vector_norm(k, dim=-1, keepdim=True).clamp_min(1e-12).reciprocal()
+        attn = ((q @ k.transpose(-2, -1)) * rq * rk.transpose(-2, -1) * self.temperature).softmax(dim=-1)
+        attn = attn.to(v.dtype)
+        if fast:  # (attn @ v)^T = v^T attn^T lands in [B, heads, HW, d]: channels_last again
+            out = (v.transpose(-2, -1) @ attn.transpose(-2, -1)).transpose(1, 2).reshape(b, h, w, c)
+            return self.project_out(out.permute(0, 3, 1, 2))
+        out = apply_gate(self.gate, attn @ v, g)
         return self.project_out(out.reshape(b, c, h, w))

@@ -1,0 +1,308 @@
+"""Training-step speed: aio's networks in fp32 / bf16 / channels_last / torch.compile, side by side with the
+official Restormer and PromptIR code.
+
+One step = forward (autocast where the mode says), L1 loss, backward, AdamW (the trainer's kernel: fused)
+and zero_grad, on a random ``batch x 3 x size x size`` batch. Every case is warmed up once, then the cases
+are run **interleaved** (one step of each, in a rotating order, ``--reps`` times) so that a busy machine
+slows them all alike: compare the ratios of one run, not absolute times across runs. Printed per case:
+median s/step, images/s, achieved FLOP/s (3 x the forward FLOPs of FlopCounterMode, over the median step)
+against this machine's matmul peak measured in the same run (fp32 and bf16), and peak memory on CUDA; per
+model with an official clone, the ratio official-fp32 / aio-mode and the fp32 max |diff| of the outputs
+with the same weights (loaded ``strict=True`` into both); and a torch.profiler top-10 of the first model's
+fp32 and fastest steps.
+
+    .venv/bin/python benchmarks/train_step.py                     # Restormer, PromptIR, NAFNet; a few minutes
+    .venv/bin/python benchmarks/train_step.py --official-restormer ~/src/Restormer \\
+        --official-promptir ~/src/PromptIR --reps 5               # + the official code, its ratio
+    .venv/bin/python benchmarks/train_step.py --models all --modes fp32,bf16,bf16_cl,bf16_compile
+
+``--official-restormer`` is a clone of github.com/swz30/Restormer (``basicsr/models/archs/restormer_arch.py``),
+``--official-promptir`` one of github.com/va1shn9v/PromptIR (``net/model.py``); both need ``einops``.
+Nothing of theirs is vendored here. Writes ``benchmarks/results/train_step.txt`` (and ``.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see model_table.py: spinning threads thrash when shared
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from model_table import ROWS  # noqa: E402  (the published backbones and the ablation rows)
+
+from aio.cli.model import compose_model_config  # noqa: E402
+from aio.models import forward_gflops, model_from_config  # noqa: E402
+from aio.train.precision import adamw_kernel, compile_unsupported_reason, cpu_bf16_flags  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+MODES = {  # name: (autocast dtype, channels_last, torch.compile)
+    "fp32": (None, False, False),
+    "fp32_cl": (None, True, False),
+    "bf16": (torch.bfloat16, False, False),
+    "bf16_cl": (torch.bfloat16, True, False),
+    "bf16_compile": (torch.bfloat16, True, True),
+}
+OFFICIAL = {  # backbone row label: (file inside the clone, class name, constructor kwargs)
+    "Restormer": ("basicsr/models/archs/restormer_arch.py", "Restormer", {}),
+    "PromptIR": ("net/model.py", "PromptIR", {"decoder": True}),
+}
+DEFAULT_MODELS = "Restormer,PromptIR,NAFNet"
+
+
+@dataclass
+class Case:
+    """One timed configuration: a module (shared by the modes of the same layout), its optimizer, a mode."""
+
+    model: str
+    impl: str  # "aio" | "official"
+    mode: str
+    module: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    fwd_gflop: float
+    times: list[float] = field(default_factory=list)
+    peak_mem_gb: float = float("nan")
+    warmup_s: float = float("nan")
+
+    @property
+    def name(self) -> str:
+        return f"{self.model} [{self.impl} {self.mode}]"
+
+
+def load_official(label: str, clone: str | Path) -> torch.nn.Module:
+    """The official network class of ``label`` built from the user's clone (nothing vendored)."""
+    rel, cls, kwargs = OFFICIAL[label]
+    path = Path(clone).expanduser() / rel
+    if not path.is_file():
+        sys.exit(f"--official-{label.lower()} {clone}: {rel} not found; pass the root of a clone of the official repo")
+    spec = importlib.util.spec_from_file_location(f"official_{label.lower()}", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except ImportError as err:
+        sys.exit(f"cannot import the official {label} code ({err}); pip install einops")
+    return getattr(module, cls)(**kwargs)
+
+
+def select_rows(spec: str) -> list[tuple[str, list[str]]]:
+    """``[(label, overrides)]`` for a comma list of model_table row labels (case-insensitive) or ``all``."""
+    rows = {label: ov for _, label, ov in ROWS}
+    if spec.strip().lower() == "all":
+        return list(rows.items())
+    by_lower = {k.lower(): k for k in rows}
+    out = []
+    for name in (s.strip() for s in spec.split(",") if s.strip()):
+        if name.lower() not in by_lower:
+            sys.exit(f"--models: unknown model {name!r}; choose from: all, {', '.join(rows)}")
+        out.append((by_lower[name.lower()], rows[by_lower[name.lower()]]))
+    return out
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, n: int, reps: int = 5) -> float:
+    """Achieved GFLOP/s of an ``n x n`` matmul in ``dtype``: the best of ``reps``."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    a @ b
+    sync(device)
+    best = 0.0
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        a @ b
+        sync(device)
+        best = max(best, 2 * n**3 / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
+def train_step(case: Case, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Seconds of one forward + L1 + backward + AdamW step of ``case``."""
+    dtype, channels_last, _ = MODES[case.mode]
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    device = x.device
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    sync(device)
+    t0 = time.perf_counter()
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+        out = case.module(x)
+    loss = F.l1_loss(out.float(), y)
+    loss.backward()
+    case.optimizer.step()
+    case.optimizer.zero_grad(set_to_none=True)
+    sync(device)
+    seconds = time.perf_counter() - t0
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) / 2**30
+        case.peak_mem_gb = peak if case.peak_mem_gb != case.peak_mem_gb else max(case.peak_mem_gb, peak)
+    return seconds
+
+
+def build_cases(args, device: torch.device, x: torch.Tensor) -> tuple[list[Case], dict[str, float]]:
+    """The cases to time and, per model with an official clone, the fp32 max |diff| of the two outputs."""
+    cases: list[Case] = []
+    diffs: dict[str, float] = {}
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    for m in modes:
+        if m not in MODES:
+            sys.exit(f"--modes: unknown mode {m!r}; choose from {', '.join(MODES)}")
+    if any(MODES[m][2] for m in modes):
+        reason = compile_unsupported_reason(device)
+        if reason:
+            print(f"[train_step] skipping the compile modes: {reason}")
+            modes = [m for m in modes if not MODES[m][2]]
+    clones = {"Restormer": args.official_restormer, "PromptIR": args.official_promptir}
+    for label, overrides in select_rows(args.models):
+        torch.manual_seed(0)
+        base = model_from_config(compose_model_config(overrides + ["model.size=paper"])).to(device).train()
+        gflop = forward_gflops(base, args.size) * args.batch
+        modules: dict[tuple[bool, bool], tuple[torch.nn.Module, torch.optim.Optimizer]] = {}
+        for mode in modes:
+            _, channels_last, compiled = MODES[mode]
+            key = (channels_last, compiled)
+            if key not in modules:
+                layout = (channels_last, False)
+                if layout not in modules:
+                    net = base if not channels_last else _copy(base).to(memory_format=torch.channels_last)
+                    opt = torch.optim.AdamW(net.parameters(), lr=1e-4, **adamw_kernel(device))
+                    modules[layout] = (net, opt)
+                if compiled:
+                    net, opt = modules[layout]
+                    modules[key] = (torch.compile(net), opt)
+            net, opt = modules[key]
+            cases.append(Case(label, "aio", mode, net, opt, gflop))
+        clone = clones.get(label)
+        if clone:
+            official = load_official(label, clone).to(device).train()
+            official.load_state_dict(base.state_dict(), strict=True)
+            with torch.no_grad():
+                diffs[label] = float((official(x) - base(x)).abs().max())
+            # torch's default AdamW, as the official training scripts build it
+            cases.append(Case(label, "official", "fp32", official, torch.optim.AdamW(official.parameters(), lr=1e-4),
+                              gflop))
+    return cases, diffs
+
+
+def _copy(model: torch.nn.Module) -> torch.nn.Module:
+    import copy
+
+    return copy.deepcopy(model)
+
+
+def profile_top10(case: Case, x: torch.Tensor, y: torch.Tensor) -> str:
+    """torch.profiler's top-10 operators of one step of ``case`` by self time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if x.device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        train_step(case, x, y)
+    key = "self_device_time_total" if x.device.type == "cuda" else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=10, max_name_column_width=44)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=DEFAULT_MODELS,
+                        help=f"comma list of benchmarks/model_table.py row labels, or 'all' (default {DEFAULT_MODELS})")
+    parser.add_argument("--modes", default=None,
+                        help=f"comma list of {', '.join(MODES)} (default fp32,bf16,bf16_cl; + bf16_compile on CUDA)")
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--reps", type=int, default=3, help="interleaved timed steps per case")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--official-restormer", default=None, help="root of a clone of swz30/Restormer")
+    parser.add_argument("--official-promptir", default=None, help="root of a clone of va1shn9v/PromptIR")
+    parser.add_argument("--no-profile", action="store_true", help="skip the torch.profiler top-10")
+    parser.add_argument("--out", default=str(RESULTS / "train_step.txt"))
+    args = parser.parse_args(argv)
+
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    if args.modes is None:
+        args.modes = "fp32,bf16,bf16_cl" + (",bf16_compile" if device.type == "cuda" else "")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    x = torch.rand(args.batch, 3, args.size, args.size, device=device)
+    y = torch.rand_like(x)
+    load_start = os.getloadavg()[0]
+    n = 8192 if device.type == "cuda" else 2048
+    peaks = {"fp32": [matmul_peak(device, torch.float32, n)], "bf16": [matmul_peak(device, torch.bfloat16, n)]}
+
+    cases, diffs = build_cases(args, device, x)
+    for case in cases:  # warm-up (compiles the compiled cases)
+        case.warmup_s = train_step(case, x, y)
+        print(f"[train_step] warm-up {case.name}: {case.warmup_s:.2f} s", flush=True)
+    for rep in range(args.reps):
+        k = rep % len(cases)
+        for case in cases[k:] + cases[:k]:
+            case.times.append(train_step(case, x, y))
+        print(f"[train_step] rep {rep + 1}/{args.reps} done", flush=True)
+    peaks["fp32"].append(matmul_peak(device, torch.float32, n))
+    peaks["bf16"].append(matmul_peak(device, torch.bfloat16, n))
+    peak = {k: max(v) for k, v in peaks.items()}
+
+    lines = [
+        f"# torch {torch.__version__}, {device.type}"
+        + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else
+           f" ({platform.processor() or platform.machine()}, bf16 flags: {','.join(cpu_bf16_flags()) or 'none'})")
+        + f", {torch.get_num_threads()} threads, batch {args.batch} x 3 x {args.size}^2, {args.reps} interleaved reps,"
+        f" 1-min load {load_start:.1f} at start / {os.getloadavg()[0]:.1f} at end",
+        f"# matmul peak (n={n}, measured in this run): fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s;"
+        " FLOP/s = 3 x forward FLOPs / median step",
+        "",
+        f"{'case':40s} {'s/step':>8s} {'img/s':>7s} {'GFLOP/s':>8s} {'%peak':>6s} {'peak GB':>8s}  steps (s)",
+    ]
+    rows = []
+    for c in cases:
+        med = statistics.median(c.times)
+        gflops = 3 * c.fwd_gflop / med
+        pk = peak["bf16" if MODES[c.mode][0] is torch.bfloat16 else "fp32"]
+        rows.append({"model": c.model, "impl": c.impl, "mode": c.mode, "median_s": med, "images_per_s": args.batch / med,
+                     "gflops": gflops, "pct_peak": 100 * gflops / pk, "peak_mem_gb": c.peak_mem_gb,
+                     "warmup_s": c.warmup_s, "times": c.times})
+        lines.append(f"{c.name:40s} {med:8.3f} {args.batch / med:7.2f} {gflops:8.1f} {100 * gflops / pk:6.1f} "
+                     f"{c.peak_mem_gb:8.2f}  " + " ".join(f"{t:.2f}" for t in c.times))
+    ratios = {}
+    for label in diffs:
+        off = statistics.median(next(c for c in cases if c.model == label and c.impl == "official").times)
+        ratios[label] = {c.mode: off / statistics.median(c.times) for c in cases if c.model == label and c.impl == "aio"}
+        lines.append("")
+        lines.append(f"{label}: official fp32 {off:.3f} s/step; fp32 max|diff| aio vs official (same weights) "
+                     f"{diffs[label]:.2e}; official-fp32 / aio: "
+                     + ", ".join(f"{m} {r:.2f}x" for m, r in ratios[label].items()))
+    if not args.no_profile and cases:
+        first = [c for c in cases if c.model == cases[0].model and c.impl == "aio"]
+        fastest = min(first, key=lambda c: statistics.median(c.times))
+        for c in [first[0]] + ([fastest] if fastest is not first[0] else []):
+            lines += ["", f"torch.profiler top-10, one step of {c.name}:", profile_top10(c, x, y)]
+    text = "\n".join(lines)
+    print(text)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text + "\n")
+    result = {"peak_gflops": peak, "rows": rows, "ratios_official_over_aio": ratios, "max_abs_diff": diffs,
+              "args": vars(args)}
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out} and {out.with_suffix('.json')}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
