@@ -240,7 +240,8 @@ EXPECTATIONS = {
                  "aio3": ("aio", ["denoise_15", "denoise_25"], 5, None),
                  "aio5": ("aio", ["denoise_25", "derain"], 5, None),
                  "cdd11": ("cdd11", ["low", "haze"], 11, None), "folder": ("folder", ["folder"], 1, None),
-                 "dsrir_aio3": ("aio", AIO3[:2], 5, "dsrir"), "synthetic_dsrir_aio3": ("synthetic", AIO3[:2], 5, "dsrir"),
+                 "dsrir_aio3": ("aio", AIO3[:2], 5, "dsrir"),
+                 "synthetic_dsrir_aio3": ("synthetic", AIO3[:2], 5, "dsrir"),
                  "mio7": ("mio", MIO7[:2], 7, None), "synthetic_mio7": ("synthetic", MIO7[:2], 7, None),
                  "derain_desnow": ("aio", ["derain", "desnow"], 2, None),
                  "synthetic_derain_desnow": ("synthetic", ["derain", "desnow"], 2, None),
@@ -324,7 +325,8 @@ HYDRA_EXPECTATIONS = {
                "dsrir": ("dsrir", {"experiment": ["dsrir", "promptir", "full"]}),
                "mioir": ("mioir", {"experiment": [f"mioir/{n}_{m}{s}" for n in ("srresnet", R)
                                                   for s in ("", "_ep", "_ap") for m in ("m", "s")]}),
-               "seed004": ("seed004", {"loss": ["charbonnier", "gfl"], "strategy.until": ["base", "ft1", "ft2", "ft3"]}),
+               "seed004": ("seed004", {"loss": ["charbonnier", "gfl"],
+                                       "strategy.until": ["base", "ft1", "ft2", "ft3"]}),
                "abair_table1": ("abair_table1", {"abair": ["blend_oh", "blend_sw", "blend_oracle"]}),
                "abair_table4": ("abair_table4", {"abair": ["new_bitdepth", "new_dejpeg_q20", "new_desnow"]}),
                "abair_table6": ("abair_table6", {"abair": ["ir_only", "synthetic", "cutmix", "segmentation"]}),
@@ -392,7 +394,10 @@ def test_option_has_its_expected_effect(group, option):
         pytest.fail(f"conf/{group}/{option}.yaml has no expected effect: add {option!r} to the "
                     f"{'HYDRA_' if group in HYDRA_EXPECTATIONS else ''}EXPECTATIONS[{group!r}] table in "
                     f"tests/test_config.py")
-    cfg = _compose_hydra([f"{group}={option}"]) if group in HYDRA_EXPECTATIONS else compose_train(_probe_overrides(group, option))
+    if group in HYDRA_EXPECTATIONS:
+        cfg = _compose_hydra([f"{group}={option}"])
+    else:
+        cfg = compose_train(_probe_overrides(group, option))
     assert probe(cfg) == expected[option]
 
 
