@@ -12,7 +12,7 @@ from aio.losses import LOSSES, PerceptualWeightsError, build_loss
 from aio.paths import CONF_DIR
 
 NAMES = ["l1", "charbonnier", "fft", "edge", "perceptual", "mixed", "gfl", "gfl_banded"]
-MODEL_OUTPUT_LOSSES = ["dsrir"]  # take the whole ModelOutput: tested in their own files
+MODEL_OUTPUT_LOSSES = ["dsrir", "abair"]  # take the whole ModelOutput: tested in their own files
 
 
 def _cfg(name: str, **kw):

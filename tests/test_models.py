@@ -21,6 +21,7 @@ from aio.models import (
     pad_to_multiple,
 )
 from aio.models.blocks.attention import Attention
+from aio.models.output import restored_image
 from aio.models.blocks.gates import GATES
 from aio.models.blocks.lora import BASELINE_ROLES, ENHANCED_ROLES, LoRaConv, LoRaPlan, SpatialLoRaConv
 from aio.paths import CONF_DIR
@@ -39,9 +40,19 @@ ROWS = {
 }
 
 
+TASKS = ["denoise_15", "denoise_25", "denoise_50", "derain", "dehaze"]
+
+
 def model_cfg(backbone: str, size: str = "tiny", gate: str = "none", **over):
-    """The composed ``model`` node as the config groups build it: backbone yaml + gate + lora_ratio=full."""
-    cfg = OmegaConf.load(CONF_DIR / "backbone" / f"{backbone}.yaml")
+    """The composed ``model`` node as the config groups build it: backbone yaml (+ prompt yaml for a prompted
+    variant such as ``restormer_ep``) + gate + lora_ratio=full, ``${dataset.tasks}`` resolved to the AIO-3 tasks."""
+    base, _, kind = backbone.rpartition("_")
+    prompt = {"ep": "explicit", "ap": "adaptive"}.get(kind) if base else None
+    cfg = OmegaConf.load(CONF_DIR / "backbone" / f"{base if prompt else backbone}.yaml")
+    if prompt:
+        cfg.merge_with(OmegaConf.load(CONF_DIR / "prompt" / f"{prompt}.yaml"))
+    cfg = OmegaConf.merge({"dataset": {"tasks": TASKS}}, {"model": cfg}).model
+    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     cfg.merge_with({"gate": gate, "ffn_ratio": 1.0, "attn_ratio": 1.0, "size": size})
     cfg.merge_with(over)
     return cfg
@@ -49,7 +60,7 @@ def model_cfg(backbone: str, size: str = "tiny", gate: str = "none", **over):
 
 def _fwd_bwd(model: torch.nn.Module, shape: tuple[int, int], task=None) -> None:
     x = torch.rand(2, 3, *shape, requires_grad=True)
-    y = model(x, task=task)
+    y = restored_image(model(x, task=task))
     assert y.shape == x.shape
     assert torch.isfinite(y).all()
     loss = (y - x.detach()).abs().mean() + sum(model.aux_losses(task).values(), torch.zeros(()))
@@ -108,7 +119,7 @@ def test_registry():
     assert {"restormer", "promptir", "nafnet"} <= set(list_models())
     m = create_model("nafnet", width=4, enc_blk_nums=[1], middle_blk_num=1, dec_blk_nums=[1])
     assert m(torch.rand(1, 3, 9, 7)).shape == (1, 3, 9, 7)
-    with pytest.raises(ValueError, match="valid: abair, airnet, nafnet, promptir, restormer"):
+    with pytest.raises(ValueError, match="valid: " + ", ".join(list_models()) + "$"):
         create_model("unet")
 
 
