@@ -176,11 +176,12 @@ def check_overrides(overrides, *, multirun: bool = False, config_name: str = "tr
     for o in parsed:
         key = o.key_or_group.lstrip("/")
         if key in groups and not o.is_delete():
+            sign = "+" if o.is_add() else ""  # an appended group (`+abair=...`) is echoed as typed
             for value in _values(o):
                 if value not in groups[key] and value not in ("null", "None"):
                     raise ConfigError(
-                        f"{key}={value}: no such option in conf/{key}/; valid options: "
-                        f"{', '.join(groups[key])}{closest(value, groups[key], key + '=')}")
+                        f"{sign}{key}={value}: no such option in conf/{key}/; valid options: "
+                        f"{', '.join(groups[key])}{closest(value, groups[key], sign + key + '=')}")
                 choices[key] = value
         top, _, rest = key.partition(".")
         if rest and top in schemas and not o.is_delete():
