@@ -296,6 +296,10 @@ EXPECTATIONS = {
         "staged_finetune": [(n, 5, s, 1, lr, aug, part, 64, 8) for n, s, lr, aug, part in
                             zip(("base", "ft1", "ft2", "ft3"), _fit([250, 100, 100, 100]), (2.0e-4,) + (1.5e-4,) * 3,
                                 ("strong", "basic", "basic", "basic"), (False, False, True, True))],
+        # AirNet: 60 + 40 epochs of the encoder alone at 1e-3 / 1e-4, then 1,400 joint epochs at 1e-4
+        "airnet": [(n, 5, s, 1, lr, "basic", part, 64, 8) for n, s, lr, part in
+                   zip(("encoder", "encoder_decay", "joint"), _fit(_epochs([60, 40, 1400], [5, 5, 5])),
+                       (1e-3, 1e-4, 1e-4), (True, True, False))],
         "abair_pretrain": [("pretrain", 5, STEPS, 1, LR, "basic", True, 128, 8)],
         "abair_adapters": [("adapters", 5, STEPS, 1, LR, "basic", True, 128, 8)],
         "abair_estimator": [("estimator", 5, STEPS, 1, LR, "basic", True, 128, 8)]}),
@@ -377,12 +381,7 @@ def test_option_composes_resolves_and_changes_the_config(group, option, tmp_path
 PROBED = [(g, o) for g, o in CASES if g in EXPECTATIONS or g in HYDRA_EXPECTATIONS]
 # Options whose measured effect differs from their documentation because of a bug in code outside conf/
 # (strict: the case fails once the bug is fixed, so the entry is removed then).
-KNOWN_BUGS = {
-    ("strategy", "sequential_restormer"): (
-        "aio/train/phases.py:_fit_lengths floors p.steps * (total / declared) in floating point: "
-        "100000 * (300 / 1000000) = 29.999..., so each stage gets 29 steps and the last 126 instead of 30 / 120; "
-        "fix: p.steps * total // declared"),
-}
+KNOWN_BUGS: dict[tuple[str, str], str] = {}  # (group, option) -> why its effect is known to be wrong
 
 
 @pytest.mark.parametrize("group,option", [

@@ -242,7 +242,7 @@ def _fit_lengths(phases: list[Phase], total: int) -> list[Phase]:
     if declared == total:
         return phases
     factor = total / declared
-    steps = [max(1, int(p.steps * factor)) for p in phases]
+    steps = [max(1, p.steps * total // declared) for p in phases]  # integers: no 29.999... floored to 29
     steps[-1] = max(1, total - sum(steps[:-1]))
     out = []
     for p, s in zip(phases, steps):
