@@ -24,8 +24,8 @@ def test_seed004_sweep_composes_rows_for_its_grid():
     keys = [f"{loss},{until}" for loss in str(grid["loss"]).split(",")
             for until in str(grid["strategy.until"]).split(",")]
     assert [str(r.key) for r in spec.rows] == keys and len(keys) == 8
-    assert [c.metric for c in spec.columns] == [names.val_metric("avg", "psnr"), names.test_metric("avg", "psnr"),
-                                                names.test_metric("avg", "psnr", "x8")]
+    assert [c.key for c in spec.extra_columns] == [names.val_metric("avg", "psnr"), names.test_metric("avg", "psnr"),
+                                                   names.test_metric("avg", "psnr", "x8")]
 
 
 def test_published_seed004_rows_span_the_reported_range():
@@ -60,6 +60,19 @@ def test_seed004_sweep_runs_and_logs_all_three_psnr_columns(tmp_path, mlflow_sto
         until = key.split(",")[1]
         assert f"val:{until}/avg/psnr" in run.data.metrics and run.data.tags["aio.phase"] == until
     assert rows["gfl,ft3"].data.params["loss.name"] == "gfl"
+
+    from aio.tables.collect import make_tables
+
+    table = make_tables("seed004", tracking_uri=mlflow_store, out_dir=tmp_path / "tables")
+    header = next(line for line in table.paths["md"].read_text().splitlines() if line.startswith("| Method"))
+    assert [c.strip() for c in header.split("|")[1:-1]][-3:] == [
+        "val PSNR", "test PSNR (w/o TTA)", "test PSNR (w/ TTA x8)"]
+    df = table.df
+    for key, run in rows.items():  # each cell is the run's metric
+        for column in ("val/avg/psnr", "test/avg/psnr", "test_x8/avg/psnr"):
+            assert df.at[key, column] == pytest.approx(run.data.metrics[column])
+    published = df.loc["pub:PromptIR GFL + FT2 again"]  # the published rows under the same three columns
+    assert [published[c] for c in ("val/avg/psnr", "test/avg/psnr", "test_x8/avg/psnr")] == [30.062, 30.140, 30.733]
 
 
 def test_derain_desnow_folder_layout_is_read(tmp_path):

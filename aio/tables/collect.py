@@ -441,6 +441,13 @@ def add_published(df: pd.DataFrame, spec: Mapping[str, Any]) -> pd.DataFrame:
         raise TablesError(str(err)) from err
     if rows is None or not len(rows):
         return df
+    from aio.tables.render import extra_column_info
+
+    for entry in spec.get("extra_columns") or []:  # {key: test_x8/avg/psnr, published_set: test_x8}: the CSV's
+        info = extra_column_info(entry)           # rows with that test_set fill the metric-key column
+        source = f"{info['published_set']}/{info['metric']}" if info.get("published_set") else None
+        if source in rows.columns:
+            rows[info["key"]] = rows[source]
     rows = rows.reindex(columns=df.columns)
     return pd.concat([df, rows], axis=0) if len(df) else rows
 

@@ -18,7 +18,8 @@ names such columns. A cell whose difference to the ``compare_to`` row is signifi
 Spec keys (all optional): ``name``, ``caption`` (``{dataset}``/``{sweep}`` filled by collect), ``label``,
 ``rows`` (``[{key, label, note}]``), ``metrics`` (default ``[psnr, ssim]``), ``sets`` (null = inferred, ``[]``
 = average only), ``average``, ``extra_columns`` (``params_m``, ``gflops``, a metric key, or ``{key, label,
-decimals, higher_is_better}``), ``param_columns`` (``[{key: model.ffn_ratio, label: FFN ratio}]``: run
+decimals, higher_is_better, published_set}``; ``published_set``: the published CSV's ``test_set`` whose numbers
+fill this column in the reference rows), ``param_columns`` (``[{key: model.ffn_ratio, label: FFN ratio}]``: run
 parameters), ``note_column`` (a Note column from the rows' ``note``), ``compare_to`` (a row key),
 ``significance`` (``{level, resamples, seed}``), ``delta: previous`` (each cell with its change against the
 previous row, ``26.38 (+0.30)``), ``orient: sets`` (transposed: test sets as rows, runs as columns, first

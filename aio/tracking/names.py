@@ -86,5 +86,8 @@ def per_image_dir(prefix: str) -> str:
 
 
 def sweep_summary_metric(row: str, metric_key: str) -> str:
-    """``summary/<row>/<metric key>`` on a sweep's parent run: the row's mean over its finished seeds."""
-    return f"summary/{row}/{metric_key}"
+    """``summary/<row>/<metric key>`` on a sweep's parent run: the row's mean over its finished seeds. Characters
+    MLflow refuses in metric names (a multi-key row such as ``gfl,ft2``) become ``_``."""
+    import re
+
+    return f"summary/{re.sub(r'[^0-9A-Za-z_. :/-]', '_', str(row))}/{metric_key}"
