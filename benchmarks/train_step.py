@@ -1,7 +1,7 @@
 """Training-step speed: aio's networks in fp32 / bf16 / channels_last / torch.compile, side by side with the
 official Restormer and PromptIR code.
 
-One step = forward (autocast where the mode says), L1 loss, backward, AdamW (the trainer's kernel: fused)
+One step = forward (autocast where the mode says), L1 loss, backward, AdamW (the trainer's default foreach kernel)
 and zero_grad, on a random ``batch x 3 x size x size`` batch. Every case is warmed up once, then the cases
 are run **interleaved** (one step of each, in a rotating order, ``--reps`` times) so that a busy machine
 slows them all alike: compare the ratios of one run, not absolute times across runs. Printed per case:
@@ -44,7 +44,7 @@ from model_table import ROWS  # noqa: E402  (the published backbones and the abl
 
 from aio.cli.model import compose_model_config  # noqa: E402
 from aio.models import forward_gflops, model_from_config  # noqa: E402
-from aio.train.precision import adamw_kernel, compile_unsupported_reason, cpu_bf16_flags  # noqa: E402
+from aio.train.precision import compile_unsupported_reason, cpu_bf16_flags  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODES = {  # name: (autocast dtype, channels_last, torch.compile)
@@ -179,7 +179,7 @@ def build_cases(args, device: torch.device, x: torch.Tensor) -> tuple[list[Case]
                 layout = (channels_last, False)
                 if layout not in modules:
                     net = base if not channels_last else _copy(base).to(memory_format=torch.channels_last)
-                    opt = torch.optim.AdamW(net.parameters(), lr=1e-4, **adamw_kernel(device))
+                    opt = torch.optim.AdamW(net.parameters(), lr=1e-4)  # the trainer's kernel (foreach)
                     modules[layout] = (net, opt)
                 if compiled:
                     net, opt = modules[layout]
