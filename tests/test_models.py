@@ -255,3 +255,28 @@ def test_cli_summary(capsys):
     assert main(["summary", "backbone=nafnet", "gate=headwise", "model.size=tiny"]) == 2
     assert "supported only by backbone=restormer" in capsys.readouterr().err
     assert main(["list"]) == 0
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gdfn_gate_is_bitwise_the_plain_expression(channels_last, dtype):
+    """The GDFN gate's one-buffer backward gives exactly autograd's values and gradients, in its layout."""
+    import torch.nn.functional as F
+
+    from aio.models.blocks.ffn import gelu_gate
+
+    torch.manual_seed(0)
+    z = torch.randn(2, 12, 9, 7, dtype=dtype)
+    if channels_last:
+        z = z.contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(2, 6, 9, 7, dtype=dtype)
+    a, b = z.clone().requires_grad_(), z.clone().requires_grad_()
+    a1, a2 = a.chunk(2, dim=1)
+    want = F.gelu(a1) * a2
+    want.backward(grad)
+    got = gelu_gate(b)
+    got.backward(grad)
+    assert torch.equal(got, want) and torch.equal(b.grad, a.grad)
+    assert b.grad.is_contiguous(memory_format=torch.channels_last) == channels_last
+    with torch.no_grad():
+        assert torch.equal(gelu_gate(z), want)

@@ -5,8 +5,45 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from aio.models.blocks.lora import DENSE, LoRaPlan
+
+
+class _GeluGate(torch.autograd.Function):
+    """``gelu(z1) * z2`` for ``z1, z2 = z.chunk(2, dim=1)``, with the gradient written into one buffer.
+
+    The same kernels as autograd's ``chunk -> gelu -> mul`` (``grad * z2`` then ``gelu_backward``, and
+    ``grad * gelu(z1)``), so values and gradients are bitwise the plain expression's; what it saves is the
+    ``SplitBackward`` concatenation of the two half gradients (a full-size copy per block, strided in the
+    channels_last layout) and two temporaries.
+    """
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor) -> torch.Tensor:
+        z1, z2 = z.chunk(2, dim=1)
+        g = F.gelu(z1)
+        ctx.save_for_backward(z, g)
+        return g * z2
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        z, g = ctx.saved_tensors
+        z1, z2 = z.chunk(2, dim=1)
+        grad_z = torch.empty_like(z)  # keeps z's memory format
+        grad_z1, grad_z2 = grad_z.chunk(2, dim=1)
+        torch.ops.aten.gelu_backward.grad_input(grad * z2, z1, approximate="none", grad_input=grad_z1)
+        torch.mul(grad, g, out=grad_z2)
+        return grad_z
+
+
+def gelu_gate(z: torch.Tensor) -> torch.Tensor:
+    """GDFN's gate ``gelu(z1) * z2`` over the two channel halves of ``z`` (see :class:`_GeluGate`)."""
+    if torch.is_grad_enabled() and z.requires_grad:
+        return _GeluGate.apply(z)
+    z1, z2 = z.chunk(2, dim=1)
+    return F.gelu(z1) * z2
 
 
 class FeedForward(nn.Module):
@@ -21,5 +58,4 @@ class FeedForward(nn.Module):
         self.project_out = lora.conv1x1("ffn.project_out", hidden, dim, bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x1, x2 = self.dwconv(self.project_in(x)).chunk(2, dim=1)
-        return self.project_out(F.gelu(x1) * x2)
+        return self.project_out(gelu_gate(self.dwconv(self.project_in(x))))
