@@ -235,6 +235,20 @@ def test_parts_file_round_trip_swaps_one_adapter(tmp_path):
         read_parts(tmp_path / "missing.pt")
 
 
+@pytest.mark.parametrize("adapter", [{"kind": "lora", "rank": 8}, {"kind": "vera", "rank": 4}])
+def test_adapters_of_another_kind_or_rank_stay_fresh(tmp_path, adapter):
+    """A Table-7 row (rank 8, VeRA) started from a phase-I checkpoint (rank-4 LoRA): the backbone and head load,
+    the adapters that do not fit stay as initialised."""
+    a = _model()
+    _randomise_adapters(a)
+    path = save_parts(a, tmp_path / "parts.pt")
+    b = _model(adapter=adapter)
+    fresh = {k: v.clone() for k, v in split_parts(b.state_dict())["adapters"]["derain"].items()}
+    assert b.load_parts(path) == ["backbone", "seg_head", "estimator"]
+    assert all(torch.equal(fresh[k], v) for k, v in split_parts(b.state_dict())["adapters"]["derain"].items())
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in split_parts(a.state_dict())["backbone"].items())
+
+
 def test_prepare_eval_and_estimator_accuracy():
     from aio.data.synthetic import FixedSet
     from aio.eval import evaluate_sets
