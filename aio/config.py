@@ -195,7 +195,7 @@ def check_overrides(overrides, *, multirun: bool = False, config_name: str = "tr
         rest = " ".join(str(o.input_line) for o in parsed if o.key_or_group != "sweep")
         sweep = selected.input_line
         name = str(choices.get("sweep"))
-        app = config_name if name in ("null", "None") else _sweep_app(conf_dir, name)
+        app = config_name if name in ("null", "None") else sweep_app(conf_dir, name)
         if app != config_name:  # an evaluation sweep run by aio-train, or a training sweep by aio-eval
             raise ConfigError(f"{sweep} is a sweep of aio-{app} (sweep.app: {app}): run it as "
                               f"aio-{app} -m {sweep}{(' ' + rest) if rest else ''}")
@@ -211,7 +211,7 @@ def check_overrides(overrides, *, multirun: bool = False, config_name: str = "tr
             f"(e.g. {prog} -m launcher=submitit_local ...), or launcher=slurm on a cluster")
 
 
-def _sweep_app(conf_dir: Path, name: str) -> str:
+def sweep_app(conf_dir: Path, name: str) -> str:
     """The program a sweep file is run with: its ``sweep.app`` (``train`` unless it says ``eval``; a missing
     file counts as ``train``)."""
     from omegaconf import OmegaConf

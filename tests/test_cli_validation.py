@@ -38,15 +38,13 @@ def test_unknown_option_in_a_multirun_sweep_list_and_unknown_sweep():
 
 
 def test_every_option_of_every_group_is_accepted():
-    from omegaconf import OmegaConf
-
+    from aio.config import sweep_app
     from aio.paths import CONF_DIR
 
     for group, options in config_groups().items():
         for option in options:
-            app = "train"  # a sweep file is run by the program its `sweep.app` names (evaluation sweeps: aio-eval)
-            if group == "sweep":
-                app = str((OmegaConf.load(CONF_DIR / "sweep" / f"{option}.yaml").get("sweep") or {}).get("app") or app)
+            # a sweep file is run by the program its `sweep.app` names (evaluation sweeps: aio-eval)
+            app = sweep_app(CONF_DIR, option) if group == "sweep" else "train"
             check_overrides([f"{group}={option}"], multirun=True, config_name=app, prog=f"aio-{app}")
 
 

@@ -132,8 +132,13 @@ def find_parent_run(client, target: str, experiment: str = "aio"):
         if run.data.tags.get(names.TAG_SWEEP) == target:
             return run
     if target in sweep_files():
+        from aio.config import sweep_app
+        from aio.paths import CONF_DIR
+
+        how = ("aio-eval -m sweep={} checkpoint=<run>" if sweep_app(CONF_DIR, target) == "eval"
+               else "aio-train -m sweep={} [scale=tiny]").format(target)
         raise TablesError(f"sweep {target!r} has not been run yet (no parent run in experiment {experiment!r}); "
-                          f"run it with: aio-train -m sweep={target} [scale=tiny]")
+                          f"run it with: {how}")
     known = list(dict.fromkeys(r.data.tags.get(names.TAG_SWEEP, r.info.run_name) for r in parents))
     raise TablesError(f"unknown sweep {target!r} in experiment {experiment!r}; known sweeps: "
                       f"{', '.join(known) or 'none'}; sweep files: {', '.join(sweep_files())}")
