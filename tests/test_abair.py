@@ -267,3 +267,13 @@ def test_prepare_eval_and_estimator_accuracy():
     with pytest.raises(ValueError, match="abair.blend=oh needs an ABAIR checkpoint"):
         prepare_eval(create_model("nafnet", width=4, enc_blk_nums=[1], middle_blk_num=1, dec_blk_nums=[1]),
                      {"blend": "oh"}, None)
+
+
+def test_an_unrun_evaluation_sweep_names_its_aio_eval_command(mlflow_store):
+    from aio.tables.collect import TablesError, make_tables
+
+    with pytest.raises(TablesError, match=r"'abair_table5' has not been run yet.*aio-eval -m sweep=abair_table5 "
+                                          r"checkpoint=<run>"):
+        make_tables("abair_table5", tracking_uri=mlflow_store, log_artifacts=False)
+    with pytest.raises(TablesError, match=r"'abair_table7' has not been run yet.*aio-train -m sweep=abair_table7"):
+        make_tables("abair_table7", tracking_uri=mlflow_store, log_artifacts=False)
