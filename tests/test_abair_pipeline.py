@@ -165,10 +165,12 @@ def test_table1_oh_sw_oracle_from_an_eval_sweep(abair_runs):
     _assert_cells_are_the_logged_metrics(table, children, ["oh", "sw", "oracle"], sets)
     df = table.df
     for blend in ("oh", "sw", "oracle"):
-        res = _evaluate(abair_runs.phase3, blend, "synthetic_aio5")
-        assert df.at[blend, "avg/psnr"] == pytest.approx(res.average["psnr"], abs=1e-9), blend
         assert 0.0 <= children[blend].data.metrics["test/avg/est_acc"] <= 1.0
         assert children[blend].data.tags["aio.abair_blend"] == blend
+        assert children[blend].data.params["abair.blend"] == blend
+    res = _evaluate(abair_runs.phase3, "oh", "synthetic_aio5")  # the argmax route, evaluated here again
+    assert df.at["oh", "avg/psnr"] == pytest.approx(res.average["psnr"], abs=1e-9)
+    assert [df.at["oh", f"{s}/psnr"] for s in sets] == pytest.approx([res.per_set[s]["psnr"] for s in sets], abs=1e-9)
     assert len({round(df.at[b, "avg/psnr"], 6) for b in ("oh", "sw", "oracle")}) == 3
     model_params = children["sw"].data.metrics["model/params_m"]
     assert df.at["sw", "params_m"] == pytest.approx(model_params) and model_params > 0
