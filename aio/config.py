@@ -190,11 +190,18 @@ def check_overrides(overrides, *, multirun: bool = False, config_name: str = "tr
                 raise ConfigError(
                     f"{o.input_line}: `{key}` is not a key of the {top} schema, so it would be ignored"
                     f"{closest(key, known)}; see `aio-train --cfg job` for the keys")
-    if config_name == "train" and "sweep" in {o.key_or_group for o in parsed if not o.is_delete()} and not multirun:
+    selected = next((o for o in parsed if o.key_or_group == "sweep" and not o.is_delete()), None)
+    if selected is not None and config_name in ("train", "eval"):
         rest = " ".join(str(o.input_line) for o in parsed if o.key_or_group != "sweep")
-        sweep = next(o for o in parsed if o.key_or_group == "sweep").input_line
-        raise ConfigError(f"{sweep} selects a sweep (several jobs): run it as a multirun: "
-                          f"{prog} -m {sweep}{(' ' + rest) if rest else ''}")
+        sweep = selected.input_line
+        name = str(choices.get("sweep"))
+        app = config_name if name in ("null", "None") else sweep_app(conf_dir, name)
+        if app != config_name:  # an evaluation sweep run by aio-train, or a training sweep by aio-eval
+            raise ConfigError(f"{sweep} is a sweep of aio-{app} (sweep.app: {app}): run it as "
+                              f"aio-{app} -m {sweep}{(' ' + rest) if rest else ''}")
+        if not multirun:
+            raise ConfigError(f"{sweep} selects a sweep (several jobs): run it as a multirun: "
+                              f"{prog} -m {sweep}{(' ' + rest) if rest else ''}")
     launcher_keys = [o for o in parsed if o.key_or_group.startswith("hydra.launcher.")]
     launcher = str(choices.get("launcher", "local"))
     if launcher_keys and _launcher_is_basic(conf_dir, launcher):
@@ -202,6 +209,16 @@ def check_overrides(overrides, *, multirun: bool = False, config_name: str = "tr
             f"{launcher_keys[0].input_line}: launcher={launcher} is Hydra's basic launcher, which runs the jobs "
             f"one after another and has no such setting; to run jobs in parallel use launcher=submitit_local "
             f"(e.g. {prog} -m launcher=submitit_local ...), or launcher=slurm on a cluster")
+
+
+def sweep_app(conf_dir: Path, name: str) -> str:
+    """The program a sweep file is run with: its ``sweep.app`` (``train`` unless it says ``eval``; a missing
+    file counts as ``train``)."""
+    from omegaconf import OmegaConf
+
+    path = Path(conf_dir) / "sweep" / f"{name}.yaml"
+    node = (OmegaConf.load(path).get("sweep") or {}) if path.is_file() else {}
+    return str(node.get("app") or "train")
 
 
 def check_command_line(prog: str, argv, config_name: str) -> None:

@@ -235,6 +235,20 @@ def test_parts_file_round_trip_swaps_one_adapter(tmp_path):
         read_parts(tmp_path / "missing.pt")
 
 
+@pytest.mark.parametrize("adapter", [{"kind": "lora", "rank": 8}, {"kind": "vera", "rank": 4}])
+def test_adapters_of_another_kind_or_rank_stay_fresh(tmp_path, adapter):
+    """A Table-7 row (rank 8, VeRA) started from a phase-I checkpoint (rank-4 LoRA): the backbone and head load,
+    the adapters that do not fit stay as initialised."""
+    a = _model()
+    _randomise_adapters(a)
+    path = save_parts(a, tmp_path / "parts.pt")
+    b = _model(adapter=adapter)
+    fresh = {k: v.clone() for k, v in split_parts(b.state_dict())["adapters"]["derain"].items()}
+    assert b.load_parts(path) == ["backbone", "seg_head", "estimator"]
+    assert all(torch.equal(fresh[k], v) for k, v in split_parts(b.state_dict())["adapters"]["derain"].items())
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in split_parts(a.state_dict())["backbone"].items())
+
+
 def test_prepare_eval_and_estimator_accuracy():
     from aio.data.synthetic import FixedSet
     from aio.eval import evaluate_sets
@@ -253,3 +267,13 @@ def test_prepare_eval_and_estimator_accuracy():
     with pytest.raises(ValueError, match="abair.blend=oh needs an ABAIR checkpoint"):
         prepare_eval(create_model("nafnet", width=4, enc_blk_nums=[1], middle_blk_num=1, dec_blk_nums=[1]),
                      {"blend": "oh"}, None)
+
+
+def test_an_unrun_evaluation_sweep_names_its_aio_eval_command(mlflow_store):
+    from aio.tables.collect import TablesError, make_tables
+
+    with pytest.raises(TablesError, match=r"'abair_table5' has not been run yet.*aio-eval -m sweep=abair_table5 "
+                                          r"checkpoint=<run>"):
+        make_tables("abair_table5", tracking_uri=mlflow_store, log_artifacts=False)
+    with pytest.raises(TablesError, match=r"'abair_table7' has not been run yet.*aio-train -m sweep=abair_table7"):
+        make_tables("abair_table7", tracking_uri=mlflow_store, log_artifacts=False)

@@ -38,9 +38,26 @@ def test_unknown_option_in_a_multirun_sweep_list_and_unknown_sweep():
 
 
 def test_every_option_of_every_group_is_accepted():
+    from aio.config import sweep_app
+    from aio.paths import CONF_DIR
+
     for group, options in config_groups().items():
         for option in options:
-            check_overrides([f"{group}={option}"], multirun=True)
+            # a sweep file is run by the program its `sweep.app` names (evaluation sweeps: aio-eval)
+            app = sweep_app(CONF_DIR, option) if group == "sweep" else "train"
+            check_overrides([f"{group}={option}"], multirun=True, config_name=app, prog=f"aio-{app}")
+
+
+def test_a_sweep_is_refused_by_the_other_program():
+    """An evaluation sweep (sweep.app: eval) under aio-train, a training sweep under aio-eval: one line naming
+    the command that runs it."""
+    with pytest.raises(ConfigError, match=r"^sweep=abair_table5 is a sweep of aio-eval \(sweep.app: eval\): run it "
+                                          r"as aio-eval -m sweep=abair_table5 checkpoint=x.pt$"):
+        check_overrides(["sweep=abair_table5", "checkpoint=x.pt"], multirun=True)
+    with pytest.raises(ConfigError, match=r"^sweep=ablation is a sweep of aio-train .* aio-train -m sweep=ablation$"):
+        check_overrides(["sweep=ablation"], multirun=True, config_name="eval", prog="aio-eval")
+    with pytest.raises(ConfigError, match=r"selects a sweep .* aio-eval -m sweep=abair_table1 checkpoint=x.pt$"):
+        check_overrides(["sweep=abair_table1", "checkpoint=x.pt"], config_name="eval", prog="aio-eval")
 
 
 def test_sweep_without_multirun_shows_the_command():

@@ -5,14 +5,17 @@ Examples::
     python -m aio.cli.abair pipeline --out outputs/abair scale=tiny            # phases I, II, III in a row
     python -m aio.cli.abair add --base outputs/abair/phase3 --task dejpeg_q20 \\
         --recipe '[{type: jpeg, quality: 20.0}]' --out outputs/abair_jpeg scale=tiny
+    python -m aio.cli.abair add --base outputs/abair/phase3 --task bitdepth dejpeg_q20 desnow \\
+        --out outputs/abair_unseen '++dataset.recipes.dejpeg_q20=[{type: jpeg, quality: 20.0}]'   # Table 4's Ours*
     python -m aio.cli.abair params --ranks 4 8 16                               # adapter parameter counts
     python -m aio.cli.abair export outputs/abair/phase3 outputs/abair/parts.pt  # backbone/adapters/estimator
 
 Every phase is an ordinary ``aio-train`` run (``strategy=abair_pretrain|abair_adapters|abair_estimator``,
 each in ``<out>/phase<k>``, each its own MLflow run) started from the previous phase's checkpoint through
 ``model.init_from``; trailing ``key=value`` arguments are Hydra overrides applied to every phase, and
-``--phase1/--phase2/--phase3 "k=v ..."`` add overrides to one phase. ``add`` trains one new adapter (the backbone
-and the other adapters frozen, on the new task's data only) and then retrains the estimator over old + new tasks.
+``--phase1/--phase2/--phase3 "k=v ..."`` add overrides to one phase. ``add`` trains new adapters (one or several;
+the backbone and the other adapters frozen, each on its new task's data only) and then retrains the estimator
+over old + new tasks.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from aio.config import register_configs
@@ -59,24 +63,34 @@ def pipeline(out: Path, common: list[str], per_phase: dict[int, list[str]]) -> d
     return {"phase1": p1, "phase2": p2, "phase3": p3}
 
 
-def add_degradation(base: str | Path, task: str, out: Path, common: list[str], recipe: str | None = None,
-                    per_phase: dict[int, list[str]] | None = None) -> dict[str, Path]:
-    """Train a new adapter ``task`` on the frozen backbone of ``base`` (an ABAIR run / checkpoint), then
-    retrain the estimator over the old adapters + ``task``; returns both checkpoints."""
+def add_degradation(base: str | Path, task: str | Sequence[str], out: Path, common: list[str],
+                    recipe: str | None = None, per_phase: dict[int, list[str]] | None = None) -> dict[str, Path]:
+    """Train new adapters ``task`` (one name or several, each adapter on its own task's images: oracle
+    routing) on the frozen backbone of ``base`` (an ABAIR run / checkpoint), then retrain the estimator over
+    the old adapters + the new ones; returns both checkpoints. ``recipe`` (YAML) is the degradation of a single
+    new task when it is not built in; for several, pass ``++dataset.recipes.<task>=...`` in ``common``."""
     from aio.train.checkpoint import load_checkpoint, resolve_checkpoint_path
 
     per_phase = per_phase or {}
+    tasks = [task] if isinstance(task, str) else [str(t) for t in task]
+    if recipe and len(tasks) != 1:
+        raise ValueError(f"--recipe is the recipe of one new task, not of {tasks}; give each as "
+                         "++dataset.recipes.<task>=[...] instead")
     base_ckpt = resolve_checkpoint_path(base)
     base_model = load_checkpoint(base_ckpt)["config"]["model"]
     old = list(base_model["adapters"])
-    if task in old:
-        raise ValueError(f"--task {task} already has an adapter ({old}); pick a new degradation")
-    adapters = "[" + ",".join(old + [task]) + "]"
+    taken = [t for t in tasks if t in old]
+    if taken or len(set(tasks)) != len(tasks):
+        raise ValueError(f"--task {' '.join(tasks)}: {taken or tasks} already has an adapter or is given twice "
+                         f"(adapters: {old}); pick new degradations")
+    adapters = "[" + ",".join(old + tasks) + "]"
+    new_list = "[" + ",".join(tasks) + "]"
     keep = [f"model.seg_classes=[{','.join(base_model['seg_classes'])}]"]  # the phase-I head, unchanged
-    keep += [f"++dataset.recipes.{task}={recipe}"] if recipe else []
-    new = run_phase(["strategy=abair_adapters", f"model.init_from={base_ckpt}", f"dataset.tasks=[{task}]",
-                     f"model.adapters={adapters}", f"model.train_adapters=[{task}]",
-                     f"strategy.phases.0.train_only=[*.adapters.{task}.*]", *keep, *common,
+    keep += [f"++dataset.recipes.{tasks[0]}={recipe}"] if recipe else []
+    only = "[" + ",".join(f"*.adapters.{t}.*" for t in tasks) + "]"
+    new = run_phase(["strategy=abair_adapters", f"model.init_from={base_ckpt}", f"dataset.tasks={new_list}",
+                     f"model.adapters={adapters}", f"model.train_adapters={new_list}",
+                     f"strategy.phases.0.train_only={only}", *keep, *common,
                      *per_phase.get(2, [])], out / "adapter")
     est = run_phase(["strategy=abair_estimator", f"model.init_from={new}", f"dataset.tasks={adapters}", *keep,
                      *common, *per_phase.get(3, [])], out / "estimator")
@@ -115,8 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*")
     a = sub.add_parser("add", help="a new adapter + the estimator retrained; the backbone stays frozen")
     a.add_argument("--base", required=True, help="the phase-III (or II) run folder / checkpoint")
-    a.add_argument("--task", required=True, help="the new degradation's task name (e.g. dejpeg_q20)")
-    a.add_argument("--recipe", default=None, help="its degradation recipe when not built in (YAML list)")
+    a.add_argument("--task", required=True, nargs="+",
+                   help="the new degradations' task names (e.g. dejpeg_q20, or: bitdepth dejpeg_q20 desnow)")
+    a.add_argument("--recipe", default=None, help="the recipe of a single new task when not built in (YAML "
+                   "list); for several tasks pass ++dataset.recipes.<task>=[...] overrides")
     a.add_argument("--out", required=True, type=Path)
     a.add_argument("--phase2", default=None, help="extra overrides of the adapter run")
     a.add_argument("--phase3", default=None, help="extra overrides of the estimator run")

@@ -11,6 +11,10 @@ Loads the EMA weights when present, evaluates every test set (or ``eval.sets``),
 MLflow: into the training run when the checkpoint's ``mlflow_run_id`` exists in the store, else into a new
 run named ``eval``. Without a ``dataset=`` override the checkpoint's own dataset config is used (with any
 ``dataset.*`` overrides applied on top); with one, the composed preset.
+
+Evaluation sweeps (``aio-eval -m sweep=<name> checkpoint=...``, sweep files with ``sweep.app: eval``, e.g.
+``abair_table5``): each job evaluates into a run of its own, a child of the sweep's parent run tagged with its
+table row (:func:`aio.tracking.sweep.job_tags`), so ``aio-tables <name>`` renders the ``test/...`` metrics.
 """
 
 from __future__ import annotations
@@ -65,10 +69,35 @@ def log_to_mlflow(cfg: DictConfig, result, meta: dict, csv_path: Path, checkpoin
         return None
     from aio.tracking.runs import log_evaluation
 
+    from aio.tracking import names
+
     logger = cfg.get("logger") or {}
+    tags = {**({names.TAG_ABAIR_BLEND: str(meta["abair_blend"])} if meta.get("abair_blend") else {}),
+            **(meta.get("sweep_tags") or {})}
     return log_evaluation(uri, str(logger.get("experiment", "aio")), logger.get("artifact_location"), result, meta,
                           checkpoint, [csv_path], csv_path.parent, tta=cfg.eval.get("tta") or None,
-                          extra_tags={"aio.abair_blend": str(meta["abair_blend"])} if meta.get("abair_blend") else None)
+                          extra_tags=tags or None, params=meta.get("params"),
+                          extra_metrics=meta.get("extra_metrics"))
+
+
+def sweep_job(cfg: DictConfig, sets: list[str]) -> dict | None:
+    """In an evaluation sweep (``aio-eval -m sweep=...``): the job's run name and tags (its sweep's parent run,
+    row, seed, overrides, set order); None for a single evaluation."""
+    from hydra.types import RunMode
+
+    from aio.tracking import names
+    from aio.tracking.sweep import job_overrides, job_tags
+
+    try:
+        hc = HydraConfig.get()
+    except ValueError:
+        return None
+    if hc.mode != RunMode.MULTIRUN or cfg.get("sweep") is None:
+        return None
+    tags = job_tags(cfg, hc.sweep.dir, dict(hc.runtime.choices))
+    tags[names.TAG_OVERRIDES] = " ".join(job_overrides(hc.overrides.task)) or "(defaults)"
+    tags[names.TAG_VAL_SETS] = ",".join(sets)
+    return {"tags": tags, "run_name": tags.get(names.TAG_ROW_LABEL, "eval")}
 
 
 def evaluate_checkpoint(cfg: DictConfig, out_dir: Path, override_keys: list[str] | None = None):
@@ -100,6 +129,15 @@ def evaluate_checkpoint(cfg: DictConfig, out_dir: Path, override_keys: list[str]
         if unknown:
             raise ValueError(f"eval.sets: unknown {unknown}; this dataset has {list(sets)}")
         sets = {s: sets[s] for s in wanted}
+    from aio.models.summary import count_parameters
+    from aio.tracking import names
+
+    meta["extra_metrics"] = {names.PARAMS_M: count_parameters(model) / 1e6}
+    job = sweep_job(cfg, list(sets))
+    if job is not None:  # a job of an evaluation sweep: its own run, a child of the sweep's parent
+        meta = {**meta, "mlflow_run_id": None, "run_name": job["run_name"], "sweep_tags": job["tags"],
+                "params": {"dataset.name": ds_cfg.get("name"), "checkpoint": str(cfg.checkpoint),
+                           **({"abair.blend": blend} if blend else {})}}
     print(f"[aio] evaluating {cfg.checkpoint} (step {meta['step']}, {'EMA' if meta['has_ema'] and cfg.get('use_ema', True) else 'raw'} "
           f"weights) on dataset {ds_cfg.get('name')} ({origin}): {', '.join(sets)}")
     metric_options = {

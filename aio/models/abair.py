@@ -251,23 +251,28 @@ class ABAIR(RestorationModel):
     def load_parts(self, source: str | os.PathLike | Mapping, which: Sequence[str] | None = None) -> list[str]:
         """Load parts from a parts file (:func:`save_parts`), an aio checkpoint of an ABAIR run, or a plain
         backbone checkpoint (then only ``backbone``). Parts absent from the source or of another shape (the
-        estimator of a smaller adapter set) stay as they are; returns the loaded part names."""
+        estimator of a smaller adapter set; an adapter of another kind or rank, e.g. the untrained rank-4 LoRA
+        a phase-I checkpoint carries when a Table-7 row builds rank-16 VeRA) stay as they are; returns the
+        loaded part names."""
         parts = read_parts(source)
         which = list(which) if which else ["backbone", "seg_head", "adapters", "estimator"]
         loaded = []
         own = split_parts(self.state_dict())
+
+        def fits(mine: Mapping[str, torch.Tensor], theirs: Mapping[str, torch.Tensor]) -> bool:
+            return all(mine.get(k) is not None and mine[k].shape == v.shape for k, v in theirs.items())
+
         for part in which:
             if part == "adapters":
                 for name, sd in (parts.get("adapters") or {}).items():
-                    if name in own["adapters"]:
+                    if name in own["adapters"] and fits(own["adapters"][name], sd):
                         self._load_prefixed(sd)
                         loaded.append(f"adapters.{name}")
                 continue
             sd = parts.get(part)
             if not sd:
                 continue
-            if part != "backbone" and any(own[part].get(k) is None or own[part][k].shape != v.shape
-                                          for k, v in sd.items()):
+            if part != "backbone" and not fits(own[part], sd):
                 continue  # a head/estimator of another class set: trained afresh
             self._load_prefixed(sd, strict_part=part == "backbone")
             loaded.append(part)

@@ -132,8 +132,13 @@ def find_parent_run(client, target: str, experiment: str = "aio"):
         if run.data.tags.get(names.TAG_SWEEP) == target:
             return run
     if target in sweep_files():
+        from aio.config import sweep_app
+        from aio.paths import CONF_DIR
+
+        how = ("aio-eval -m sweep={} checkpoint=<run>" if sweep_app(CONF_DIR, target) == "eval"
+               else "aio-train -m sweep={} [scale=tiny]").format(target)
         raise TablesError(f"sweep {target!r} has not been run yet (no parent run in experiment {experiment!r}); "
-                          f"run it with: aio-train -m sweep={target} [scale=tiny]")
+                          f"run it with: {how}")
     known = list(dict.fromkeys(r.data.tags.get(names.TAG_SWEEP, r.info.run_name) for r in parents))
     raise TablesError(f"unknown sweep {target!r} in experiment {experiment!r}; known sweeps: "
                       f"{', '.join(known) or 'none'}; sweep files: {', '.join(sweep_files())}")
@@ -249,28 +254,34 @@ def frame_from_records(records: Sequence[ChildRecord], spec: Mapping[str, Any] |
             finished[row].append(rec)
 
     metrics = [str(m) for m in spec["metrics"]]
+    # validation metrics of training runs, or the test metrics of evaluation runs (metric_prefix: test)
+    metric_key = names.test_metric if spec["metric_prefix"] == "test" else names.val_metric
+    prefix = metric_key("", "").split("/")[0] + "/"
     wanted: dict[str, str] = {}  # column -> MLflow key (per record)
+    scales: dict[str, float] = {}  # column -> factor on the logged value (extra columns with `scale`)
     if by_preset:
         presets = list(spec["sets"] or dict.fromkeys(r.dataset for recs in finished.values() for r in recs))
         spec["sets"], spec["average"] = presets, False
         for preset in presets:
             for metric in metrics:
-                wanted[f"{preset}/{metric}"] = names.val_metric(AVG_SET, metric)
+                wanted[f"{preset}/{metric}"] = metric_key(AVG_SET, metric)
     else:
         shown = [r for recs in finished.values() for r in recs]
         order = next((list(r.set_order) for r in shown if r.set_order), [])
         seen = [k.split("/")[1] for r in shown for k in r.metrics
-                if k.count("/") == 2 and k.startswith("val/") and k.split("/")[2] in metrics]
+                if k.count("/") == 2 and k.startswith(prefix) and k.split("/")[2] in metrics]
         all_sets = [s for s in dict.fromkeys(order + seen) if s != AVG_SET and s in seen]
         if spec["sets"] is None:
             spec["sets"] = all_sets
         spec["sets"] = [str(s) for s in spec["sets"] if str(s) != AVG_SET]
         for set_name in spec["sets"] + ([AVG_SET] if spec["average"] else []):
             for metric in metrics:
-                wanted[f"{set_name}/{metric}"] = names.val_metric(set_name, metric)
+                wanted[f"{set_name}/{metric}"] = metric_key(set_name, metric)
     for entry in spec["extra_columns"]:
         info = extra_column_info(entry)
         wanted[str(info["key"])] = str(info["mlflow"])
+        if info.get("scale") is not None:
+            scales[str(info["key"])] = float(info["scale"])
     param_keys = [str(e["key"] if isinstance(e, Mapping) else e) for e in spec["param_columns"]]
 
     table: dict[str, dict[str, Any]] = {}
@@ -285,10 +296,11 @@ def frame_from_records(records: Sequence[ChildRecord], spec: Mapping[str, Any] |
             "random_vgg": any(r.random_vgg for r in recs),
         }
         for column, mkey in wanted.items():
-            preset = column.split("/")[0] if by_preset and mkey.startswith("val/") else None
+            preset = column.split("/")[0] if by_preset and mkey.startswith(prefix) else None
             pool = [r for r in recs if preset is None or r.dataset == preset]
             pool = list({r.seed: r for r in pool}.values())  # a model figure: one value per seed, any preset
-            mean, std, _ = stats.seed_mean_std([r.metrics[mkey] for r in pool if mkey in r.metrics])
+            scale = scales.get(column, 1.0)
+            mean, std, _ = stats.seed_mean_std([r.metrics[mkey] * scale for r in pool if mkey in r.metrics])
             line[column] = mean
             if len(pool) > 1 and not mkey.startswith("model/"):
                 line[column + ":std"] = std

@@ -18,15 +18,16 @@ names such columns. A cell whose difference to the ``compare_to`` row is signifi
 Spec keys (all optional): ``name``, ``caption`` (``{dataset}``/``{sweep}`` filled by collect), ``label``,
 ``rows`` (``[{key, label, note}]``), ``metrics`` (default ``[psnr, ssim]``), ``sets`` (null = inferred, ``[]``
 = average only), ``average``, ``extra_columns`` (``params_m``, ``gflops``, a metric key, or ``{key, label,
-decimals, higher_is_better, published_set}``; ``published_set``: the published CSV's ``test_set`` whose numbers
-fill this column in the reference rows), ``param_columns`` (``[{key: model.ffn_ratio, label: FFN ratio}]``: run
+decimals, higher_is_better, published_set, scale}``; ``published_set``: the published CSV's ``test_set`` whose
+numbers fill this column in the reference rows; ``scale``: a factor on the logged value, e.g. ``1e-6`` for M), ``param_columns`` (``[{key: model.ffn_ratio, label: FFN ratio}]``: run
 parameters), ``note_column`` (a Note column from the rows' ``note``), ``compare_to`` (a row key),
 ``significance`` (``{level, resamples, seed}``), ``delta: previous`` (each cell with its change against the
 previous row, ``26.38 (+0.30)``), ``orient: sets`` (transposed: test sets as rows, runs as columns, first
 metric only) with ``gain: [a, b]`` (a Gain column = b - a), ``columns_by: preset`` (collate: one column group
 per dataset preset from each preset's average, see collect), ``presets`` (``{dataset name: {label,
 published}}``), ``published`` (``{benchmark, methods}``), ``published_position``, ``set_labels``,
-``decimals`` (``{metric: n}``), ``layout`` (``single``: ``table`` at ``\linewidth``; ``double``: ``table*`` at
+``decimals`` (``{metric: n}``), ``metric_prefix`` (``val``: the training runs' validation metrics, the
+default; ``test``: the ``test/<set>/<metric>`` of evaluation runs, e.g. an ``aio-eval -m`` sweep), ``layout`` (``single``: ``table`` at ``\linewidth``; ``double``: ``table*`` at
 ``\textwidth``), ``compact`` (``\small`` and a narrow ``\tabcolsep``; default true), ``placement``, ``rank``.
 LaTeX needs ``booktabs`` and ``graphicx`` (the width guard is a ``\resizebox`` that only ever shrinks).
 """
@@ -65,10 +66,11 @@ DEFAULT_SPEC: dict[str, Any] = {
     "compare_to": None, "significance": {}, "delta": None, "orient": "rows", "gain": None,
     "columns_by": "set", "presets": {}, "published": None, "published_position": "top", "set_labels": {},
     "decimals": {}, "raw_caption": False, "layout": "single", "compact": True, "placement": "t",
-    "rank": "quality",
+    "rank": "quality", "metric_prefix": "val",
 }
 CHOICES = {"orient": ("rows", "sets"), "columns_by": ("set", "preset"), "layout": ("single", "double"),
-           "published_position": ("top", "bottom"), "rank": ("quality", "all", "none"), "delta": (None, "previous")}
+           "published_position": ("top", "bottom"), "rank": ("quality", "all", "none"), "delta": (None, "previous"),
+           "metric_prefix": ("val", "test")}
 
 
 class SpecError(ValueError):

@@ -91,3 +91,6 @@ def sweep_summary_metric(row: str, metric_key: str) -> str:
     import re
 
     return f"summary/{re.sub(r'[^0-9A-Za-z_. :/-]', '_', str(row))}/{metric_key}"
+# --- appended by the abair branch: evaluation sweeps (aio-eval -m sweep=...) and ABAIR's blending mode -------
+TAG_ABAIR_BLEND = "aio.abair_blend"  # the blending mode an ABAIR checkpoint was evaluated with (oh, sw, ...)
+KIND_EVAL = "eval"  # value of aio.kind on a run that aio-eval created

@@ -28,11 +28,15 @@ def eval_metrics(result, tta: str | None = None) -> dict[str, float]:
 
 def log_evaluation(uri: str, experiment: str, artifact_location: str | None, result, meta: dict[str, Any],
                    checkpoint: str, files: list[Path], work_dir: Path, tta: str | None = None,
-                   extra_tags: dict[str, str] | None = None) -> str:
+                   extra_tags: dict[str, str] | None = None, params: dict[str, Any] | None = None,
+                   extra_metrics: dict[str, float] | None = None) -> str:
     """Log an evaluation into the checkpoint's run (``meta["mlflow_run_id"]``) or a new ``eval`` run.
 
-    ``extra_tags`` are set on a newly created run (e.g. ``aio.abair_blend``); ``files`` are logged under ``eval/``; the per-image CSVs are written into ``work_dir`` and logged under
-    ``per_image/test[_<tta>]/``. Returns the run id.
+    ``extra_tags`` are set on a newly created run (e.g. ``aio.abair_blend``, or a sweep's parent / row tags);
+    ``params`` are logged on a newly created run (e.g. ``dataset.name`` for a table's caption);
+    ``extra_metrics`` next to the test metrics (e.g. ``model/params_m``); ``files`` are logged under ``eval/``;
+    the per-image CSVs are written into ``work_dir`` and logged under ``per_image/test[_<tta>]/``. Returns the
+    run id.
     """
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
@@ -49,11 +53,17 @@ def log_evaluation(uri: str, experiment: str, artifact_location: str | None, res
     created = run_id is None
     if created:
         exp = get_or_create_experiment(client, experiment, artifact_location)
-        tags = {names.TAG_KIND: "eval", names.TAG_CHECKPOINT: str(checkpoint), **(extra_tags or {})}
+        tags = {names.TAG_KIND: names.KIND_EVAL, names.TAG_CHECKPOINT: str(checkpoint), **(extra_tags or {})}
         run_id = with_retry(lambda: client.create_run(exp, run_name=meta.get("run_name", "eval"),
                                                       tags=tags)).info.run_id
+        if params:
+            from mlflow.entities import Param
+
+            items = [Param(str(k), str(v)) for k, v in params.items()]
+            with_retry(lambda: client.log_batch(run_id, params=items))
     now, step = int(time.time() * 1000), int(meta.get("step", 0))
-    metrics = [Metric(k, v, now, step) for k, v in eval_metrics(result, tta).items()]
+    values = {**eval_metrics(result, tta), **(extra_metrics or {})}
+    metrics = [Metric(k, float(v), now, step) for k, v in values.items()]
     for i in range(0, len(metrics), 500):
         with_retry(lambda chunk=metrics[i:i + 500]: client.log_batch(run_id, metrics=chunk))
     prefix = names.test_metric("", "", tta).split("/")[0]
