@@ -2,9 +2,11 @@
 
 Runs `aio-train` in a fresh outputs folder exactly as a new user would, then reads the final validation
 metrics of the (EMA) model back from MLflow. Prints wall time, images/s, and average PSNR of the degraded
-inputs vs the restored outputs, and writes benchmarks/results/default_run.json.
+inputs vs the restored outputs, and writes benchmarks/results/default_run.json (with overrides, only when
+``--out NAME`` names the file: benchmarks/results/NAME.json).
 
-    .venv/bin/python benchmarks/default_run.py [extra overrides ...]
+    .venv/bin/python benchmarks/default_run.py                                     # the default run
+    .venv/bin/python benchmarks/default_run.py --out default_run_bf16 trainer.amp=bf16   # the same in bf16
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def main(overrides: list[str]) -> dict:
+def main(overrides: list[str], out: str | None = None) -> dict:
     from mlflow.tracking import MlflowClient
 
     with tempfile.TemporaryDirectory(prefix="aio-default-run-") as tmp:
@@ -53,10 +55,16 @@ def main(overrides: list[str]) -> dict:
         }
     print(json.dumps(result, indent=2))
     RESULTS.mkdir(exist_ok=True)
-    if not overrides:
-        (RESULTS / "default_run.json").write_text(json.dumps(result, indent=2) + "\n")
+    if out or not overrides:
+        (RESULTS / f"{out or 'default_run'}.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    args = sys.argv[1:]
+    name = None
+    if args[:1] == ["--out"]:
+        if len(args) < 2:
+            sys.exit("--out needs a file name (without .json)")
+        name, args = args[1], args[2:]
+    main(args, name)

@@ -39,8 +39,12 @@ class _GeluGate(torch.autograd.Function):
 
 
 def gelu_gate(z: torch.Tensor) -> torch.Tensor:
-    """GDFN's gate ``gelu(z1) * z2`` over the two channel halves of ``z`` (see :class:`_GeluGate`)."""
-    if torch.is_grad_enabled() and z.requires_grad:
+    """GDFN's gate ``gelu(z1) * z2`` over the two channel halves of ``z`` (see :class:`_GeluGate`).
+
+    Under ``torch.compile`` the plain expression is traced instead: inductor fuses it itself (and cannot lower
+    the Function's strided ``out=`` writes with symbolic shapes).
+    """
+    if torch.is_grad_enabled() and z.requires_grad and not torch.compiler.is_compiling():
         return _GeluGate.apply(z)
     z1, z2 = z.chunk(2, dim=1)
     return F.gelu(z1) * z2
