@@ -260,10 +260,11 @@ def test_cli_summary(capsys):
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_gdfn_gate_is_bitwise_the_plain_expression(channels_last, dtype):
-    """The GDFN gate's one-buffer backward gives exactly autograd's values and gradients, in its layout."""
+    """The GDFN gate's one-buffer backward gives exactly autograd's values and gradients, in its layout
+    (autograd through the same dense halves: a strided channels_last half takes torch's scalar GELU)."""
     import torch.nn.functional as F
 
-    from aio.models.blocks.ffn import gelu_gate
+    from aio.models.blocks.ffn import _dense_half, gelu_gate
 
     torch.manual_seed(0)
     z = torch.randn(2, 12, 9, 7, dtype=dtype)
@@ -271,7 +272,8 @@ def test_gdfn_gate_is_bitwise_the_plain_expression(channels_last, dtype):
         z = z.contiguous(memory_format=torch.channels_last)
     grad = torch.randn(2, 6, 9, 7, dtype=dtype)
     a, b = z.clone().requires_grad_(), z.clone().requires_grad_()
-    a1, a2 = a.chunk(2, dim=1)
+    a1, a2 = _dense_half(a)
+    assert a1.is_contiguous(memory_format=torch.channels_last) or not channels_last
     want = F.gelu(a1) * a2
     want.backward(grad)
     got = gelu_gate(b)
