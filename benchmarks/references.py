@@ -262,7 +262,8 @@ def _airnet(clone: Path):
         from torchvision.ops import deform_conv2d
 
         note("airnet: mmcv is not installed; the official DCN_layer's mmcv.ops.modulated_deform_conv2d is "
-             "torchvision.ops.deform_conv2d here (the op aio's DeformConv uses): the DGMs' time is the same op")
+             "torchvision.ops.deform_conv2d here (aio's DeformConv runs that op on CUDA; on the CPU its own "
+             "gathers + GEMM, aio.models.blocks.deform.deform_conv2d_cpu)")
 
         def modulated_deform_conv2d(inp, offset, mask, weight, bias, stride, padding, dilation, groups, dgroups):
             return deform_conv2d(inp, offset, weight, bias, stride=stride, padding=padding, dilation=dilation,
