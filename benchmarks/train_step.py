@@ -250,9 +250,10 @@ def profile_top10(case: Case, x: torch.Tensor, y: torch.Tensor, task: torch.Tens
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default=DEFAULT_MODELS,
-                        help=f"comma list of benchmarks/model_table.py row labels, or 'all' (default {DEFAULT_MODELS})")
+                        help=f"comma list of benchmarks/model_table.py row labels, 'all' or 'none' (default {DEFAULT_MODELS}); "
+                        "the rows of the --reference clones are added")
     parser.add_argument("--modes", default=None,
                         help=f"comma list of {', '.join(MODES)} (default fp32,bf16,bf16_cl; + bf16_compile on CUDA)")
     parser.add_argument("--batch", type=int, default=2)
@@ -266,7 +267,7 @@ def main(argv: list[str] | None = None) -> dict:
                         "(= --reference promptir=DIR)")
     parser.add_argument("--reference", action="append", default=[], metavar="NAME=DIR",
                         help=f"time the reference NAME ({', '.join(REFERENCES)}) from the clone DIR next to the rows "
-                        "it reproduces (added to --models); repeatable; see the docstring for the repos")
+                        "it reproduces (added to --models); repeatable; the repos are listed above")
     parser.add_argument("--no-profile", action="store_true", help="skip the torch.profiler top-10")
     parser.add_argument("--profile-rows", default="",
                         help="comma list of row labels whose fp32 step (ours and the reference's) is profiled too")
