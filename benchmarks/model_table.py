@@ -1,6 +1,6 @@
 """Model table: parameters, forward GFLOPs at 256x256 and CPU forward+backward time at 128x128 (batch 2).
 
-Rows: the published backbones, the ablation rows (cumulative, as conf/experiment builds them), and the full
+Rows: the published backbones (incl. DSRIR and MiOIR's SRResNet / prompted models), the ablation rows (cumulative, as conf/experiment builds them), and the full
 model and the baseline at each LoRa ratio, all at paper size. Each model is composed from ``conf/train.yaml`` exactly as
 ``aio-train``/``aio-model`` would build it. Writes ``benchmarks/results/model_table.csv``.
 
@@ -33,6 +33,12 @@ ROWS: list[tuple[str, str, list[str]]] = [
     ("backbone", "NAFNet", ["backbone=nafnet"]),
     ("backbone", "NAFNet (GoPro)", ["backbone=nafnet_gopro"]),
     ("backbone", "AirNet", ["backbone=airnet"]),
+    ("backbone", "DSRIR", ["backbone=dsrir"]),
+    ("mioir", "SRResNet (MiOIR)", ["backbone=srresnet"]),
+    ("mioir", "SRResNet-EP (MiOIR)", ["backbone=srresnet", "prompt=explicit"]),
+    ("mioir", "SRResNet-AP (MiOIR)", ["backbone=srresnet", "prompt=adaptive"]),
+    ("mioir", "Restormer-EP (MiOIR)", ["backbone=restormer", "prompt=explicit"]),
+    ("mioir", "Restormer-AP (MiOIR)", ["backbone=restormer", "prompt=adaptive"]),
     ("ablation", "Baseline (LoRa-Gate-Restormer)", ["experiment=baseline"]),
     ("ablation", "+DFRG", ["experiment=dfrg"]),
     ("ablation", "+Spatial LoRa", ["experiment=spatial_lora"]),

@@ -41,8 +41,12 @@ class PatchAttention(nn.Module):
         gh, gw = self.grid
         if h % gh or w % gw:
             raise ValueError(f"PatchAttention: feature map {h}x{w} is not a multiple of the {gh}x{gw} patch grid")
+        b, c = x.shape[:2]
         weights = self.conv_du(self.pool(x))  # [B, C, gh, gw]
-        return x * weights.repeat_interleave(h // gh, dim=2).repeat_interleave(w // gw, dim=3)
+        # broadcast each patch's weights over its pixels through a [B, C, gh, h/gh, gw, w/gw] view: no
+        # upsampled copy of the weights (repeat_interleave made two, and its backward is a slow scatter-add)
+        patches = x.reshape(b, c, gh, h // gh, gw, w // gw)
+        return (patches * weights.reshape(b, c, gh, 1, gw, 1)).reshape(b, c, h, w)
 
 
 class PAB(nn.Module):

@@ -20,7 +20,7 @@ from aio.models.base import RestorationModel
 from aio.models.prompts import (PromptExtractor, TaskPromptMaps, add_prompt_linears, check_prompt_kind,
                                 modulate_at, prompt_input)
 from aio.models.registry import register_model
-from aio.models.srresnet import ResidualBlockNoBN, check_upscale
+from aio.models.srresnet import ResidualBlockNoBN, check_upscale, cpu_channels_last
 
 
 class PromptedSRResNet(RestorationModel):
@@ -54,6 +54,7 @@ class PromptedSRResNet(RestorationModel):
 
     def forward(self, x: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
         p = self.F_ext_net(prompt_input(self.task_maps, x, task).to(x.dtype))
+        x = cpu_channels_last(x)
         feat = self.lrelu(self.conv_first(x))
         for k in range(1, self.num_block + 1):
             feat = modulate_at(self, getattr(self, f"body{k}")(feat), p, str(k))
