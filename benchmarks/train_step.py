@@ -7,7 +7,8 @@ the L1 of every restored image the network returns (DSRIR: three) plus the mean 
 (DSRIR's variances, AirNet's contrastive logits), the same on both sides. Every case is warmed up once, then the cases
 are run **interleaved** (one step of each, in a rotating order, ``--reps`` times) so that a busy machine
 slows them all alike: compare the ratios of one run, not absolute times across runs. Printed per case:
-median s/step, images/s, achieved FLOP/s (3 x the forward FLOPs of FlopCounterMode, over the median step)
+median s/step, images/s, the median process CPU seconds per step (all threads; where other work shares the
+cores, its ratios are the steadier figure), achieved FLOP/s (3 x the forward FLOPs of FlopCounterMode, over the median step)
 against this machine's matmul peak measured in the same run (fp32 and bf16), and peak memory on CUDA; per
 model with a reference clone, the ratio reference-fp32 / aio-mode and the fp32 max |diff| of the (eval-mode)
 outputs with the same weights (ours loaded ``strict=True`` into the reference); and a torch.profiler top-10
@@ -91,6 +92,7 @@ class Case:
     fwd_gflop: float
     runner: Runner = run_plain
     times: list[float] = field(default_factory=list)
+    cpu_times: list[float] = field(default_factory=list)  # process CPU seconds (all threads): robust to a busy box
     peak_mem_gb: float = float("nan")
     warmup_s: float = float("nan")
 
@@ -147,7 +149,7 @@ def train_step(case: Case, x: torch.Tensor, y: torch.Tensor, task: torch.Tensor)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     sync(device)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
         images, others = case.runner(case.module, x, task)
     loss = sum(F.l1_loss(img.float(), y) for img in images) + sum(o.float().abs().mean() for o in others)
@@ -156,6 +158,7 @@ def train_step(case: Case, x: torch.Tensor, y: torch.Tensor, task: torch.Tensor)
     case.optimizer.zero_grad(set_to_none=True)
     sync(device)
     seconds = time.perf_counter() - t0
+    case.cpu_times.append(time.process_time() - c0)
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) / 2**30
         case.peak_mem_gb = peak if case.peak_mem_gb != case.peak_mem_gb else max(case.peak_mem_gb, peak)
@@ -291,6 +294,7 @@ def main(argv: list[str] | None = None) -> dict:
     cases, diffs = build_cases(args, device, x, task)
     for case in cases:  # warm-up (compiles the compiled cases)
         case.warmup_s = train_step(case, x, y, task)
+        case.cpu_times.clear()
         print(f"[train_step] warm-up {case.name}: {case.warmup_s:.2f} s", flush=True)
     for rep in range(args.reps):
         k = rep % len(cases)
@@ -310,7 +314,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"# matmul peak (n={n}, measured in this run): fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s;"
         " FLOP/s = 3 x forward FLOPs / median step",
         "",
-        f"{'case':50s} {'s/step':>8s} {'img/s':>7s} {'GFLOP/s':>8s} {'%peak':>6s} {'peak GB':>8s}  steps (s)",
+        f"{'case':50s} {'s/step':>8s} {'img/s':>7s} {'GFLOP/s':>8s} {'%peak':>6s} {'peak GB':>8s} {'CPU s':>7s}  steps (s)",
     ]
     rows = []
     for c in cases:
@@ -319,17 +323,22 @@ def main(argv: list[str] | None = None) -> dict:
         pk = peak["bf16" if MODES[c.mode][0] is torch.bfloat16 else "fp32"]
         rows.append({"model": c.model, "impl": c.impl, "mode": c.mode, "median_s": med, "images_per_s": args.batch / med,
                      "gflops": gflops, "pct_peak": 100 * gflops / pk, "peak_mem_gb": c.peak_mem_gb,
-                     "warmup_s": c.warmup_s, "times": c.times})
+                     "warmup_s": c.warmup_s, "times": c.times, "median_cpu_s": statistics.median(c.cpu_times),
+                     "cpu_times": c.cpu_times})
         lines.append(f"{c.name:50s} {med:8.3f} {args.batch / med:7.2f} {gflops:8.1f} {100 * gflops / pk:6.1f} "
-                     f"{c.peak_mem_gb:8.2f}  " + " ".join(f"{t:.2f}" for t in c.times))
-    ratios = {}
+                     f"{c.peak_mem_gb:8.2f} {statistics.median(c.cpu_times):7.2f}  " + " ".join(f"{t:.2f}" for t in c.times))
+    ratios, cpu_ratios = {}, {}
     for label in diffs:
-        ref = statistics.median(next(c for c in cases if c.model == label and c.impl == "reference").times)
-        ratios[label] = {c.mode: ref / statistics.median(c.times) for c in cases if c.model == label and c.impl == "aio"}
+        ref_case = next(c for c in cases if c.model == label and c.impl == "reference")
+        ref, ref_cpu = statistics.median(ref_case.times), statistics.median(ref_case.cpu_times)
+        ours = [c for c in cases if c.model == label and c.impl == "aio"]
+        ratios[label] = {c.mode: ref / statistics.median(c.times) for c in ours}
+        cpu_ratios[label] = {c.mode: ref_cpu / statistics.median(c.cpu_times) for c in ours}
         lines.append("")
         lines.append(f"{label}: reference fp32 {ref:.3f} s/step; fp32 max|diff| aio vs reference (same weights) "
                      f"{diffs[label]:.2e}; reference-fp32 / aio: "
-                     + ", ".join(f"{m} {r:.2f}x" for m, r in ratios[label].items()))
+                     + ", ".join(f"{m} {r:.2f}x" for m, r in ratios[label].items())
+                     + " (process CPU time: " + ", ".join(f"{m} {r:.2f}x" for m, r in cpu_ratios[label].items()) + ")")
     if NOTES:
         lines += ["", "notes (what the reference loaders bridged on this machine):"] + [f"- {n}" for n in NOTES]
     if not args.no_profile and cases:
@@ -344,7 +353,8 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text + "\n")
-    result = {"peak_gflops": peak, "rows": rows, "ratios_reference_over_aio": ratios, "max_abs_diff": diffs,
+    result = {"peak_gflops": peak, "rows": rows, "ratios_reference_over_aio": ratios,
+              "cpu_time_ratios_reference_over_aio": cpu_ratios, "max_abs_diff": diffs,
               "notes": NOTES, "args": vars(args)}
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out} and {out.with_suffix('.json')}")
