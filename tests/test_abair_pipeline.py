@@ -141,13 +141,13 @@ def _assert_cells_are_the_logged_metrics(table, children, rows, sets, prefix="te
     assert list(table.spec["sets"]) == list(sets)
 
 
-def _evaluate(checkpoint, blend: str, dataset: str):
+def _evaluate(checkpoint, blend: str | None, dataset: str):
     """The same evaluation done in this process (aio-eval's body), independent of the sweep."""
     from aio.cli.eval import evaluate_checkpoint
 
-    cfg = compose_train([f"checkpoint={checkpoint}", f"abair.blend={blend}", f"dataset={dataset}", "logger=none",
-                         *EVAL_FAST], config_name="eval")
-    return evaluate_checkpoint(cfg, Path(str(checkpoint)).parent / f"eval_{blend}_{dataset}",
+    cfg = compose_train([f"checkpoint={checkpoint}", *([f"abair.blend={blend}"] if blend else []),
+                         f"dataset={dataset}", "logger=none", *EVAL_FAST], config_name="eval")
+    return evaluate_checkpoint(cfg, Path(str(checkpoint)).parent / f"eval_{blend or 'plain'}_{dataset}",
                                override_keys=["dataset"])
 
 
@@ -157,12 +157,24 @@ AIO5_TASKS = ["denoise_25", "derain", "dehaze", "deblur", "lowlight"]
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_table1_oh_sw_oracle_from_an_eval_sweep(abair_runs):
-    """Table 1: one phase-III checkpoint evaluated with OH / SW / Oracle; cells are the eval runs' metrics and
-    the same as evaluating in this process; the three differ; the published rows are daggered below."""
-    table, children = _sweep(abair_runs, "eval", "abair_table1", f"checkpoint={abair_runs.phase3}", *EVAL_FAST)
+    """Table 1: one phase-III checkpoint evaluated with OH / SW / Oracle next to two other backbones trained on
+    the same five tasks (``row=...`` + ``row_overrides.<row>.checkpoint``); cells are the eval runs' metrics and
+    the same as evaluating in this process; the three blends differ; the published rows are daggered below."""
+    from aio.cli.abair import run_phase
+
+    plain = [o for o in abair_runs.common if not o.startswith("model.estimator.")]  # ABAIR-only key
+    others = {name: run_phase([f"experiment={name}", "dataset=synthetic_aio5", *plain], abair_runs.root / name)
+              for name in ("restormer", "promptir")}
+    table, children = _sweep(abair_runs, "eval", "abair_table1", f"checkpoint={abair_runs.phase3}",
+                             "row=restormer,promptir,oh,sw,oracle",
+                             *(f"row_overrides.{n}.checkpoint={c}" for n, c in others.items()), *EVAL_FAST)
     sets = list(table.spec["sets"])
     assert len(sets) == 5
-    _assert_cells_are_the_logged_metrics(table, children, ["oh", "sw", "oracle"], sets)
+    _assert_cells_are_the_logged_metrics(table, children, ["restormer", "promptir", "oh", "sw", "oracle"], sets)
+    for name, ckpt in others.items():
+        assert children[name].data.params["checkpoint"] == str(ckpt) and "abair.blend" not in children[name].data.params
+        res = _evaluate(ckpt, None, "synthetic_aio5")
+        assert table.df.at[name, "avg/psnr"] == pytest.approx(res.average["psnr"], abs=1e-9)
     df = table.df
     for blend in ("oh", "sw", "oracle"):
         assert 0.0 <= children[blend].data.metrics["test/avg/est_acc"] <= 1.0
@@ -177,7 +189,7 @@ def test_table1_oh_sw_oracle_from_an_eval_sweep(abair_runs):
     published = df[df["kind"] == "published"]
     assert "ABAIR (OH)" in set(published["label"])
     md = table.markdown
-    for label in ("ABAIR (OH)", "ABAIR (SW)", "ABAIR (Oracle)"):
+    for label in ("ABAIR (OH)", "ABAIR (SW)", "ABAIR (Oracle)", "Restormer", "PromptIR"):
         assert any(line.startswith(f"| {label} ") for line in md.splitlines()), label
     assert (abair_runs.root / "tables" / "abair_table1.tex").is_file()
 

@@ -246,7 +246,7 @@ EXPECTATIONS = {
                  "abair_mixed": ("synthetic", ["blur_noise", "blur_jpeg"], 3, None)}),
     "scale": (lambda c: (c.model.size, c.trainer.max_steps),
               {"tiny": ("tiny", 150), "small": ("small", 300), "paper": ("paper", 300000),
-               "demo": ("small", 300)}),  # make demo: "small model, batch 8, 300 steps", 48-px crops
+               "demo": ("demo", 360)}),  # make demo: "size demo (dim 16), batch 8, 360 steps", 48-px crops
     "experiment": (_experiment_row, {
         "baseline": (R, "elementwise", 0.5, 0.8, False, False, False, "l1", "none", "mixed"),
         "dfrg": (R, "elementwise", 0.5, 0.8, True, False, False, "l1", "none", "mixed"),
@@ -310,7 +310,8 @@ CONTEXT = {
 # groups whose effect lives in the hydra node (composed with return_hydra_config=True)
 HYDRA_EXPECTATIONS = {
     "launcher": (lambda c: c.hydra.launcher._target_.rsplit(".", 1)[-1],
-                 {"local": "BasicLauncher", "submitit_local": "LocalLauncher", "slurm": "SlurmLauncher"}),
+                 {"local": "BasicLauncher", "submitit_local": "LocalLauncher", "slurm": "SlurmLauncher",
+                  "joblib": "JoblibLauncher"}),
     "sweep": (_sweep_grid,
               {"ablation": ("ablation", {"experiment": ["baseline", "dfrg", "spatial_lora", "csff", "full"]}),
                "lora_ratio": ("lora_ratio", {"lora_ratio": ["r03_06", "r04_07", "r05_08", "r06_09", "full"]}),
@@ -322,7 +323,7 @@ HYDRA_EXPECTATIONS = {
                "seed004": ("seed004", {"loss": ["charbonnier", "gfl"],
                                        "strategy.until": ["base", "ft1", "ft2", "ft3"]}),
                # ABAIR's evaluation sweeps (aio-eval -m, sweep.app: eval): one checkpoint, the rows its blends
-               "abair_table1": ("abair_table1", {"dataset": ["synthetic_aio5"], "abair.blend": ["oh", "sw", "oracle"]}),
+               "abair_table1": ("abair_table1", {"dataset": ["synthetic_aio5"], "row": ["oh", "sw", "oracle"]}),
                "abair_table4": ("abair_table4", {"dataset": ["abair_unseen"], "abair.blend": ["sw"],
                                                  "abair.model": ["base", "added"]}),
                "abair_table5": ("abair_table5", {"dataset": ["abair_mixed"], "abair.blend": ["oh", "sw"]}),

@@ -324,3 +324,25 @@ def test_aio_restore_end_to_end(tmp_path):
     cfg = _compose("restore", [f"checkpoint={ckpt}", f"input={src}", f"output={out}", "task=dehaze"])
     with pytest.raises(ValueError, match="task='dehaze'"):
         run_restore(cfg)
+
+
+def test_row_overrides_pick_each_rows_checkpoint_and_blend(tmp_path):
+    """``row=<key>`` (sweeps/abair_table1.yaml): the row's entry of ``row_overrides`` replaces the top-level
+    checkpoint / abair.blend and names the row; a row without its checkpoint, or an unknown row, is a one-line
+    error naming the key to set."""
+    from aio.cli.eval import apply_row
+
+    base = ["sweep=abair_table1", "checkpoint=/abair/phase3", "logger=none"]
+    oh = apply_row(_compose("eval", [*base, "row=oh"]))
+    assert (oh.checkpoint, oh.abair.blend) == ("/abair/phase3", "oh")
+    other = apply_row(_compose("eval", [*base, "row=promptir", "row_overrides.promptir.checkpoint=/runs/promptir"]))
+    assert (other.checkpoint, other.abair.blend) == ("/runs/promptir", None)
+    assert {"key": "promptir", "label": "PromptIR"} in [dict(r) for r in other.sweep.rows]
+    added = apply_row(_compose("eval", [*base, "row=mine", "+row_overrides.mine.checkpoint=/runs/mine"]))
+    assert added.checkpoint == "/runs/mine" and "mine" not in [r.key for r in added.sweep.rows]  # labelled "mine"
+    with pytest.raises(ValueError, match=r"row=restormer needs its checkpoint: give row_overrides\.restormer\.checkpoint="):
+        apply_row(_compose("eval", [*base, "row=restormer"]))
+    with pytest.raises(ValueError, match=r"row=nope is not a key of row_overrides \(oh, sw, oracle, restormer"):
+        apply_row(_compose("eval", [*base, "row=nope"]))
+    plain = _compose("eval", ["checkpoint=/x", "logger=none"])
+    assert apply_row(plain) is plain

@@ -194,3 +194,35 @@ def _is_number(text: str) -> bool:
         return True
     except (TypeError, ValueError):
         return False
+
+
+@pytest.mark.slow
+def test_joblib_sweep_runs_two_jobs_side_by_side(tmp_path, mlflow_store):
+    """``launcher=joblib`` (what ``make demo`` uses): the jobs run at the same time in two worker processes,
+    each a child run of the sweep's parent, and the table reads them like any other sweep's."""
+    from mlflow.tracking import MlflowClient
+
+    sweep_dir = tmp_path / "sweep"
+    env = {**os.environ, "AIO_OUTPUTS": str(tmp_path)}
+    cmd = [sys.executable, "-m", "aio.cli.train", "-m", "launcher=joblib", "debug=tiny", "trainer.device=cpu",
+           "sweep=ablation", "experiment=dfrg,baseline", f"hydra.sweep.dir={sweep_dir}",
+           f"logger.tracking_uri={mlflow_store}", f"logger.artifact_location={tmp_path / 'art'}"]
+    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Joblib.Parallel(n_jobs=2" in out.stdout + out.stderr
+
+    client = MlflowClient(tracking_uri=mlflow_store)
+    parent_id = (sweep_dir / "mlflow_parent_run_id").read_text().strip()
+    exp = client.get_experiment_by_name("aio")
+    children = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
+    assert sorted(r.data.tags["aio.row"] for r in children) == ["baseline", "dfrg"]
+    assert all(r.info.status == "FINISHED" and "val/avg/psnr" in r.data.metrics for r in children)
+    a, b = (r.info for r in children)
+    assert a.start_time < b.end_time and b.start_time < a.end_time  # side by side, not one after the other
+
+    tables = subprocess.run([sys.executable, "-m", "aio.cli.tables", "ablation", "--tracking-uri", mlflow_store,
+                             "--out", str(tmp_path / "tables"), "--no-log"],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert tables.returncode == 0, tables.stderr[-3000:]
+    rows = {r["row"]: r for r in csv.DictReader(next((tmp_path / "tables").rglob("*.csv")).read_text().splitlines())}
+    assert {k: rows[k]["status"] for k in ("baseline", "dfrg")} == {"baseline": "FINISHED", "dfrg": "FINISHED"}

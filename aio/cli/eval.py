@@ -100,12 +100,37 @@ def sweep_job(cfg: DictConfig, sets: list[str]) -> dict | None:
     return {"tags": tags, "run_name": tags.get(names.TAG_ROW_LABEL, "eval")}
 
 
+def apply_row(cfg: DictConfig) -> DictConfig:
+    """``row=<key>``: the config with ``row_overrides.<key>`` merged over it (its ``checkpoint``, ``abair.blend``,
+    ...), so one evaluation sweep can hold rows that differ in more than one key — ABAIR's OH / SW / Oracle of one
+    checkpoint next to other backbones' checkpoints (``sweeps/abair_table1.yaml``). An entry's ``label`` names the
+    row in the table when the sweep file does not. ``row=null`` (the default) leaves ``cfg`` as it is."""
+    row = cfg.get("row")
+    if row is None:
+        return cfg
+    table = cfg.get("row_overrides") or {}
+    if str(row) not in table:
+        raise ValueError(f"row={row} is not a key of row_overrides ({', '.join(map(str, table)) or 'none'}): "
+                         f"give +row_overrides.{row}.checkpoint=<run folder or last.pt>")
+    entry = OmegaConf.to_container(table[str(row)], resolve=True) or {}
+    if entry.get("checkpoint") == "???":
+        raise ValueError(f"row={row} needs its checkpoint: give row_overrides.{row}.checkpoint=<run folder or last.pt>")
+    label = entry.pop("label", None)
+    out = OmegaConf.merge(cfg, entry)
+    spec = out.get("sweep")
+    if label and spec is not None and str(row) not in {str(r.key) for r in spec.get("rows") or []}:
+        with open_dict(out):
+            out.sweep.rows = [*(spec.get("rows") or []), {"key": str(row), "label": str(label)}]
+    return out
+
+
 def evaluate_checkpoint(cfg: DictConfig, out_dir: Path, override_keys: list[str] | None = None):
     """The body of ``aio-eval``: returns the EvalResult."""
     from aio.eval.runtime import amp_dtype, load_model_and_state, pick_device, show_progress
     from aio.data import build_val_sets
     from aio.eval import evaluate_sets, save_sample_grid
 
+    cfg = apply_row(cfg)
     if cfg.get("checkpoint") in (None, "", "???"):
         raise ValueError("give checkpoint=<last.pt or run folder>")
     override_keys = _override_keys() if override_keys is None else override_keys
