@@ -30,8 +30,8 @@ DEMO_ROWS := full,csff,spatial_lora,dfrg,baseline
 demo: $(STAMP)
 	$(VENV)/bin/aio-train -m sweep=ablation scale=demo launcher=joblib experiment=$(DEMO_ROWS) seed=$(DEMO_SEEDS) $(DEMO_ARGS)
 	$(VENV)/bin/aio-tables ablation
-	@echo "Tables: $(CURDIR)/outputs/tables/ablation.{tex,md,csv}"
-	@echo "MLflow UI: $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/outputs/mlflow.db"
+	@out="$${AIO_OUTPUTS:-$(CURDIR)/outputs}"; echo "Tables: $$out/tables/ablation.{tex,md,csv}"; \
+	  echo "MLflow UI: $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$$out/mlflow.db"
 
 train: $(STAMP)
 	$(VENV)/bin/aio-train $(ARGS)

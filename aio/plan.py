@@ -158,8 +158,9 @@ def plan_jobs(jobs: Sequence[Sequence[str]], compose: Callable[[list[str]], Dict
     return planned
 
 
-def format_plan(planned: Sequence[PlannedJob], slurm: bool) -> str:
-    """The plan as a Markdown table plus totals (and GPU-hours for SLURM)."""
+def format_plan(planned: Sequence[PlannedJob], slurm: bool, side_by_side: int = 1) -> str:
+    """The plan as a Markdown table plus totals (and GPU-hours for SLURM); ``side_by_side`` > 1 (``launcher=joblib``'s
+    ``n_jobs``) adds the total with that many jobs at a time, each worker taking the next job in launch order."""
     import pandas as pd
 
     common = set.intersection(*(set(j.overrides) for j in planned)) if planned else set()
@@ -171,12 +172,36 @@ def format_plan(planned: Sequence[PlannedJob], slurm: bool) -> str:
     shared = " ".join(o for o in (planned[0].overrides if planned else []) if o in common)
     lines = [f"every job: {shared or '(defaults)'}", table, "", f"{len(planned)} jobs, estimated {_hms(total)} in total if run one after another "
              "(timed on this machine)"]
+    if side_by_side > 1 and len(planned) > 1:
+        lines.append(f"launcher=joblib, {side_by_side} jobs at a time in launch order: about "
+                     f"{_hms(in_order_makespan([j.estimate_s for j in planned], side_by_side))} (each job then has "
+                     f"1/{side_by_side} of the cores, which the timing above, at all of them, does not model)")
     if slurm:
         hours = sum(j.estimate_s * max(1, j.gpus) for j in planned) / 3600
         gpus = sorted({max(1, j.gpus) for j in planned})
         lines.append(f"SLURM: about {hours:.3f} GPU-hours ({'/'.join(map(str, gpus))} GPU(s) per job x its estimate; "
                      "timed on this machine's device: plan on a cluster node for cluster figures)")
     return "\n".join(lines)
+
+
+def in_order_makespan(durations: Sequence[float], workers: int) -> float:
+    """Wall time of ``durations`` run by ``workers`` that each take the next job in order when free (joblib)."""
+    free = [0.0] * max(1, workers)
+    for d in durations:
+        i = min(range(len(free)), key=free.__getitem__)
+        free[i] += d
+    return max(free)
+
+
+def side_by_side_jobs(config: DictConfig) -> int:
+    """How many jobs the composed launcher runs at once on this machine (joblib's ``n_jobs``; else 1)."""
+    import os
+
+    launcher = config.hydra.launcher if "hydra" in config else {}
+    if not str(launcher.get("_target_", "")).endswith("JoblibLauncher"):
+        return 1
+    n = int(launcher.get("n_jobs", 1) or 1)
+    return (os.cpu_count() or 1) if n == -1 else max(1, n)
 
 
 def _hms(seconds: float) -> str:
@@ -200,7 +225,8 @@ def print_plan_and_exit(config: DictConfig) -> None:
         return hydra.compose(config_name=config.hydra.job.config_name, overrides=overrides, return_hydra_config=True)
 
     planned = plan_jobs(jobs, compose)
-    print(format_plan(planned, slurm=str(config.hydra.launcher.get("_target_", "")).endswith("SlurmLauncher")))
+    print(format_plan(planned, slurm=str(config.hydra.launcher.get("_target_", "")).endswith("SlurmLauncher"),
+                      side_by_side=side_by_side_jobs(config)))
     sys.exit(0)
 
 
@@ -232,7 +258,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"aio-plan: error: {err}", file=sys.stderr)
             return 2
         slurm = str(base.hydra.launcher.get("_target_", "")).endswith("SlurmLauncher")
-    print(format_plan(planned, slurm=slurm))
+        parallel = side_by_side_jobs(base)
+    print(format_plan(planned, slurm=slurm, side_by_side=parallel))
     return 0
 
 

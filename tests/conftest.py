@@ -49,8 +49,9 @@ def _isolated_outputs(tmp_path_factory) -> Path:
     return out
 
 
-def compose_train(overrides: list[str] | None = None, config_name: str = "train"):
-    """Compose aio's config like ``aio-train`` would, without running anything."""
+def compose_train(overrides: list[str] | None = None, config_name: str = "train", return_hydra_config: bool = False):
+    """Compose aio's config like ``aio-train`` would, without running anything (with its ``hydra`` node when
+    ``return_hydra_config``)."""
     from hydra import compose, initialize_config_dir
 
     from aio.config import register_configs
@@ -58,7 +59,7 @@ def compose_train(overrides: list[str] | None = None, config_name: str = "train"
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name=config_name, overrides=list(overrides or []))
+        return compose(config_name=config_name, overrides=list(overrides or []), return_hydra_config=return_hydra_config)
 
 
 def sqlite_uri(folder: Path) -> str:

@@ -341,3 +341,19 @@ def test_a_killed_job_resumes_from_its_checkpoint_in_the_same_run(tmp_path, mlfl
             if "mlflow.parentRunId" in r.data.tags]
     assert [r.info.run_id for r in runs] == [child.info.run_id]  # the same MLflow run, now finished
     assert runs[0].info.status == "FINISHED" and runs[0].data.metrics["val/avg/psnr"] > 0
+
+
+def test_plan_side_by_side_total_follows_joblibs_in_order_dispatch():
+    """``launcher=joblib`` plans: the total with n_jobs workers, each taking the next job in launch order when
+    free (the longest-first order of ``make demo`` packs two workers evenly)."""
+    from aio.plan import PlannedJob, format_plan, in_order_makespan, side_by_side_jobs
+
+    assert in_order_makespan([290, 140, 140, 140, 140], 2) == 430  # 290+140 | 140+140+140 (free at 280 takes #4)
+    assert in_order_makespan([140, 140, 140, 140, 290], 2) == 570  # slowest last: one worker waits for it
+    assert in_order_makespan([5, 7], 1) == 12
+    cfg = compose_train(["launcher=joblib"], return_hydra_config=True)
+    assert side_by_side_jobs(cfg) == 2 and side_by_side_jobs(compose_train([], return_hydra_config=True)) == 1
+    jobs = [PlannedJob([f"experiment={e}"], e, 0.8, 9.0, 360, 1, 1, t, 0) for e, t in (("full", 290), ("csff", 140))]
+    text = format_plan(jobs, slurm=False, side_by_side=2)
+    assert "2 jobs, estimated 7m10s in total if run one after another" in text
+    assert "launcher=joblib, 2 jobs at a time in launch order: about 4m50s" in text
