@@ -207,8 +207,9 @@ def check_overrides(overrides, *, multirun: bool = False, config_name: str = "tr
     if launcher_keys and _launcher_is_basic(conf_dir, launcher):
         raise ConfigError(
             f"{launcher_keys[0].input_line}: launcher={launcher} is Hydra's basic launcher, which runs the jobs "
-            f"one after another and has no such setting; to run jobs in parallel use launcher=submitit_local "
-            f"(e.g. {prog} -m launcher=submitit_local ...), or launcher=slurm on a cluster")
+            f"one after another and has no such setting; to run jobs in parallel use launcher=joblib "
+            f"(e.g. {prog} -m launcher=joblib hydra.launcher.n_jobs=2 ...) or launcher=submitit_local on this "
+            f"machine, or launcher=slurm on a cluster")
 
 
 def sweep_app(conf_dir: Path, name: str) -> str:

@@ -188,10 +188,12 @@ def max_diff(ref: torch.nn.Module, ref_run: Runner, ours: torch.nn.Module, our_r
 
 
 def build_cases(args, device: torch.device, x: torch.Tensor,
-                task: torch.Tensor) -> tuple[list[Case], dict[str, float]]:
-    """The cases to time and, per model with a reference clone, the fp32 max |diff| of the two outputs."""
+                task: torch.Tensor) -> tuple[list[Case], dict[str, float], dict[str, float]]:
+    """The cases to time and, per model with a reference clone, the fp32 max |diff| of the two outputs (and of
+    our channels_last copy's, when a mode uses one)."""
     cases: list[Case] = []
     diffs: dict[str, float] = {}
+    cl_diffs: dict[str, float] = {}
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     for m in modes:
         if m not in MODES:
@@ -229,10 +231,13 @@ def build_cases(args, device: torch.device, x: torch.Tensor,
             reference = reference.to(device).train()
             reference.load_state_dict(base.state_dict(), strict=True)
             diffs[label] = max_diff(reference, ref_run, base, runner, x, task)
+            if (True, False) in modules:  # the channels_last copy (fp32_cl, bf16_cl): its fp32 outputs too
+                x_cl = x.contiguous(memory_format=torch.channels_last)
+                cl_diffs[label] = max_diff(reference, ref_run, modules[(True, False)][0], runner, x_cl, task)
             # torch's default AdamW, as the reference training scripts build it
             cases.append(Case(label, "reference", "fp32", reference,
                               torch.optim.AdamW(reference.parameters(), lr=1e-4), gflop, ref_run))
-    return cases, diffs
+    return cases, diffs, cl_diffs
 
 
 def _copy(model: torch.nn.Module) -> torch.nn.Module:
@@ -291,7 +296,7 @@ def main(argv: list[str] | None = None) -> dict:
     n = 8192 if device.type == "cuda" else 2048
     peaks = {"fp32": [matmul_peak(device, torch.float32, n)], "bf16": [matmul_peak(device, torch.bfloat16, n)]}
 
-    cases, diffs = build_cases(args, device, x, task)
+    cases, diffs, cl_diffs = build_cases(args, device, x, task)
     for case in cases:  # warm-up (compiles the compiled cases)
         case.warmup_s = train_step(case, x, y, task)
         case.cpu_times.clear()
@@ -336,7 +341,8 @@ def main(argv: list[str] | None = None) -> dict:
         cpu_ratios[label] = {c.mode: ref_cpu / statistics.median(c.cpu_times) for c in ours}
         lines.append("")
         lines.append(f"{label}: reference fp32 {ref:.3f} s/step; fp32 max|diff| aio vs reference (same weights) "
-                     f"{diffs[label]:.2e}; reference-fp32 / aio: "
+                     f"{diffs[label]:.2e}" + (f" (channels_last copy {cl_diffs[label]:.2e})" if label in cl_diffs else "")
+                     + "; reference-fp32 / aio: "
                      + ", ".join(f"{m} {r:.2f}x" for m, r in ratios[label].items())
                      + " (process CPU time: " + ", ".join(f"{m} {r:.2f}x" for m, r in cpu_ratios[label].items()) + ")")
     if NOTES:
@@ -355,6 +361,7 @@ def main(argv: list[str] | None = None) -> dict:
     out.write_text(text + "\n")
     result = {"peak_gflops": peak, "rows": rows, "ratios_reference_over_aio": ratios,
               "cpu_time_ratios_reference_over_aio": cpu_ratios, "max_abs_diff": diffs,
+              "max_abs_diff_channels_last": dict(cl_diffs),
               "notes": NOTES, "args": vars(args)}
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out} and {out.with_suffix('.json')}")

@@ -81,11 +81,12 @@ def test_free_form_nodes_below_a_schema_stay_open():
                      "+dataset.test_sets.mine.task=derain"])
 
 
-def test_launcher_settings_under_the_basic_launcher_point_to_submitit_local():
+def test_launcher_settings_under_the_basic_launcher_point_to_the_parallel_launchers():
     with pytest.raises(ConfigError, match=r"hydra.launcher.n_jobs=2: launcher=local is Hydra's basic launcher.*"
-                                          r"launcher=submitit_local"):
+                                          r"launcher=joblib hydra.launcher.n_jobs=2 .*launcher=submitit_local"):
         check_overrides(["hydra.launcher.n_jobs=2"], multirun=True)
     check_overrides(["launcher=submitit_local", "hydra.launcher.timeout_min=5"], multirun=True)
+    check_overrides(["launcher=joblib", "hydra.launcher.n_jobs=3"], multirun=True)
 
 
 def _cli(module: str, *args: str, tmp_path: Path) -> subprocess.CompletedProcess:

@@ -145,7 +145,7 @@ def test_model_from_config_errors():
     msg = _one_line_error(model_cfg("restormer", name="unet"))
     assert "unet" in msg and "nafnet, promptir, restormer" in msg
     msg = _one_line_error(model_cfg("restormer", size="huge"))
-    assert "huge" in msg and "tiny, small, paper" in msg
+    assert "huge" in msg and "tiny, small, demo, paper" in msg
     msg = _one_line_error(model_cfg("nafnet", gate="elementwise"))
     assert msg.startswith("gate=elementwise is supported only by backbone=restormer") and "gate=none" in msg
     msg = _one_line_error(model_cfg("promptir", ffn_ratio=0.5, attn_ratio=0.8))
