@@ -41,6 +41,7 @@ class Timing:
     step: float
     validation: float
     save: float
+    steps_run: int = 0  # training steps the timing run took (TIMED_STEPS + 2 for a single-phase strategy)
 
 
 @dataclass
@@ -84,12 +85,17 @@ def time_model(cfg: DictConfig) -> Timing:
     raw = OmegaConf.to_container(cfg, resolve=False)
     raw.pop("hydra", None)
     raw["paths"]["run_dir"] = "unused"  # ${hydra:runtime.output_dir}: the Trainer sets its own folder
+    # the short run is set before resolving: the strategy's `fit_steps: ${trainer.max_steps}` (and any other
+    # reference to the run's length) must see it, and a strategy with declared phase lengths (scale=paper:
+    # fit_steps null) is fitted into it too, or the "3-step timing" would train the whole schedule
+    raw["trainer"]["max_steps"], raw["trainer"]["warmup_steps"] = TIMED_STEPS + 2, 0
+    if isinstance(raw.get("strategy"), dict):
+        raw["strategy"]["fit_steps"] = TIMED_STEPS + 2
     cfg = OmegaConf.create(raw)
     OmegaConf.resolve(cfg)
     with open_dict(cfg):
         cfg.logger = {"name": "none"}
         t = cfg.trainer
-        t.max_steps, t.warmup_steps = TIMED_STEPS + 2, 0
         t.val_every = t.checkpoint_every = 10**9
         t.checkpoint_every_min = 0
         t.progress = False
@@ -112,7 +118,7 @@ def time_model(cfg: DictConfig) -> Timing:
         tic = time.perf_counter()
         trainer.save()
         save = time.perf_counter() - tic
-    return Timing(setup, first, step, validation, save)
+    return Timing(setup, first, step, validation, save, len(stamps))
 
 
 def _count(max_steps: int, every: int) -> int:

@@ -242,6 +242,19 @@ def test_plan_estimate_is_within_2x_of_a_real_run(tmp_path, mlflow_store):
     assert 0.5 <= job.estimate_s / real <= 2.0, (job, real)
 
 
+@pytest.mark.parametrize("scale", ["scale=demo", "scale=paper"])
+def test_plan_timing_trains_a_few_steps_not_the_schedule(scale):
+    """The 3-step timing stays 5 steps long whatever the run's length: the strategy's ``fit_steps`` follows it
+    (it used to be resolved from the full ``trainer.max_steps`` first, so the "timing" trained the whole run)."""
+    from aio.plan import TIMED_STEPS, time_model
+
+    cfg = compose_train(["experiment=baseline", scale, "model.size=tiny", "dataset.batch_size=2",
+                         "dataset.patch_size=32", "dataset.val.crops_per_task=1", "dataset.val.crop_size=32",
+                         "trainer.device=cpu", "trainer.amp=none", "logger=none"])
+    assert cfg.trainer.max_steps >= 360
+    assert time_model(cfg).steps_run == TIMED_STEPS + 2
+
+
 @pytest.mark.slow
 def test_lora_ratio_and_sota_tables_from_real_sweeps(tmp_path, mlflow_store):
     """lora_ratio (ratio columns, Note, on the full model) and a SOTA table collating presets."""
