@@ -199,14 +199,19 @@ def in_order_makespan(durations: Sequence[float], workers: int) -> float:
     return max(free)
 
 
+def _launcher_is(config: DictConfig, cls: str) -> bool:
+    """Whether the composed Hydra launcher (``config.hydra.launcher._target_``) is the class named ``cls``."""
+    launcher = config.hydra.launcher if "hydra" in config else {}
+    return str(launcher.get("_target_", "")).endswith(cls)
+
+
 def side_by_side_jobs(config: DictConfig) -> int:
     """How many jobs the composed launcher runs at once on this machine (joblib's ``n_jobs``; else 1)."""
     import os
 
-    launcher = config.hydra.launcher if "hydra" in config else {}
-    if not str(launcher.get("_target_", "")).endswith("JoblibLauncher"):
+    if not _launcher_is(config, "JoblibLauncher"):
         return 1
-    n = int(launcher.get("n_jobs", 1) or 1)
+    n = int(config.hydra.launcher.get("n_jobs", 1) or 1)
     return (os.cpu_count() or 1) if n == -1 else max(1, n)
 
 
@@ -231,8 +236,7 @@ def print_plan_and_exit(config: DictConfig) -> None:
         return hydra.compose(config_name=config.hydra.job.config_name, overrides=overrides, return_hydra_config=True)
 
     planned = plan_jobs(jobs, compose)
-    print(format_plan(planned, slurm=str(config.hydra.launcher.get("_target_", "")).endswith("SlurmLauncher"),
-                      side_by_side=side_by_side_jobs(config)))
+    print(format_plan(planned, slurm=_launcher_is(config, "SlurmLauncher"), side_by_side=side_by_side_jobs(config)))
     sys.exit(0)
 
 
@@ -263,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (ValueError, FileNotFoundError) as err:
             print(f"aio-plan: error: {err}", file=sys.stderr)
             return 2
-        slurm = str(base.hydra.launcher.get("_target_", "")).endswith("SlurmLauncher")
+        slurm = _launcher_is(base, "SlurmLauncher")
         parallel = side_by_side_jobs(base)
     print(format_plan(planned, slurm=slurm, side_by_side=parallel))
     return 0
