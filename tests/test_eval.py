@@ -232,6 +232,10 @@ def test_aio_eval_end_to_end(tmp_path):
     cfg = _compose("eval", [f"checkpoint={ckpt}", "logger=none", "eval.sets=[nope]"])
     with pytest.raises(ValueError, match=r"eval\.sets: unknown \['nope'\]"):
         evaluate_checkpoint(cfg, tmp_path / "eval2", override_keys=[])
+    cfg = _compose("eval", [f"checkpoint={ckpt}", "logger=none", "cpu_malloc=tcmalloc"])
+    with pytest.raises(ValueError, match="^cpu_malloc=tcmalloc is not one of auto, cache, system$"):
+        evaluate_checkpoint(cfg, tmp_path / "eval3", override_keys=[])
+    assert not (tmp_path / "eval3").exists()
 
 
 def test_aio_eval_uses_the_ema_weights(tmp_path):
@@ -323,6 +327,9 @@ def test_aio_restore_end_to_end(tmp_path):
         run_restore(cfg)
     cfg = _compose("restore", [f"checkpoint={ckpt}", f"input={src}", f"output={out}", "task=dehaze"])
     with pytest.raises(ValueError, match="task='dehaze'"):
+        run_restore(cfg)
+    cfg = _compose("restore", [f"checkpoint={ckpt}", f"input={src}", f"output={out}", "cpu_malloc=jemalloc"])
+    with pytest.raises(ValueError, match="^cpu_malloc=jemalloc is not one of auto, cache, system$"):
         run_restore(cfg)
 
 

@@ -30,7 +30,14 @@ def _weights_sha256(trainer: Trainer) -> str:
     return h.hexdigest()
 
 
-def test_mixed_strategy_is_bitwise_the_single_phase_trainer(tmp_path):
+@pytest.mark.parametrize("heap", ["system", "cache"])
+def test_mixed_strategy_is_bitwise_the_single_phase_trainer(tmp_path, heap):
+    """The recorded weights, on glibc's default heap and on trainer.cpu_malloc=cache alike (the heap moves
+    bytes, not values)."""
+    from aio.train.host_memory import malloc_cache_supported
+
+    if heap == "cache" and not malloc_cache_supported():
+        pytest.skip("trainer.cpu_malloc=cache needs glibc")
     ref = json.loads(SNAPSHOT.read_text())
     here = (torch.__version__, torch.backends.cpu.get_cpu_capability())
     if here != (ref["torch"], ref["cpu"]):
@@ -38,7 +45,7 @@ def test_mixed_strategy_is_bitwise_the_single_phase_trainer(tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(ref["threads"])
     try:
-        cfg = compose_train(ref["overrides"] + ["strategy=mixed"])
+        cfg = compose_train(ref["overrides"] + ["strategy=mixed", f"trainer.cpu_malloc={heap}"])
         trainer = Trainer(cfg, tmp_path / "run")
         trainer.fit()
     finally:

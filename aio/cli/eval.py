@@ -127,6 +127,7 @@ def apply_row(cfg: DictConfig) -> DictConfig:
 def evaluate_checkpoint(cfg: DictConfig, out_dir: Path, override_keys: list[str] | None = None):
     """The body of ``aio-eval``: returns the EvalResult."""
     from aio.eval.runtime import amp_dtype, load_model_and_state, pick_device, show_progress
+    from aio.train.host_memory import apply_cpu_malloc
     from aio.data import build_val_sets
     from aio.eval import evaluate_sets, save_sample_grid
 
@@ -136,6 +137,7 @@ def evaluate_checkpoint(cfg: DictConfig, out_dir: Path, override_keys: list[str]
     override_keys = _override_keys() if override_keys is None else override_keys
     e = cfg.eval
     device = pick_device(cfg.get("device", "auto"))
+    apply_cpu_malloc(cfg.get("cpu_malloc", "auto"), device, key="cpu_malloc")
     model, ckpt_cfg, meta = load_model_and_state(str(cfg.checkpoint), bool(cfg.get("use_ema", True)), device)
     ds_cfg, origin = choose_dataset_cfg(cfg, ckpt_cfg, override_keys)
     ckpt_tasks = ((ckpt_cfg or {}).get("dataset") or {}).get("tasks")

@@ -38,12 +38,14 @@ def _task_index(task, ckpt_cfg) -> int | None:
 
 def run_restore(cfg: DictConfig):
     from aio.eval.runtime import amp_dtype, load_model_and_state, pick_device, show_progress
+    from aio.train.host_memory import apply_cpu_malloc
     from aio.eval import restore_path
 
     for key in ("checkpoint", "input", "output"):
         if cfg.get(key) in (None, "", "???"):
             raise ValueError(f"give {key}=...  (aio-restore checkpoint=<file|run dir> input=<file|folder> output=<folder>)")
     device = pick_device(cfg.get("device", "auto"))
+    apply_cpu_malloc(cfg.get("cpu_malloc", "auto"), device, key="cpu_malloc")
     model, ckpt_cfg, _ = load_model_and_state(str(cfg.checkpoint), bool(cfg.get("use_ema", True)), device)
     report = restore_path(
         model, cfg.input, cfg.output, device=device, tile=cfg.get("tile") or None,

@@ -32,6 +32,7 @@ TAG_SEED = "aio.seed"
 TAG_PHASE = "aio.phase"
 TAG_PHASES = "aio.phases"
 TAG_STRATEGY = "aio.strategy"
+TAG_CPU_MALLOC = "aio.cpu_malloc"  # the heap mode trainer.cpu_malloc resolved to: cache | system
 
 AVG = "avg"
 PARAMS_M = "model/params_m"

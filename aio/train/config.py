@@ -39,6 +39,7 @@ class TrainerConfig:
     amp: str = "none"  # none | bf16 | fp16 (CUDA, with a GradScaler) | auto (bf16 where native, else fp32)
     compile: bool = False  # torch.compile the training model (inductor; needs a C++ compiler on CPU)
     channels_last: bool = False
+    cpu_malloc: str = "auto"  # auto (cache on CPU devices with glibc) | cache | system; see aio/train/host_memory.py
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     val_every: int = 100
     log_every: int = 10

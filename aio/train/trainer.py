@@ -42,6 +42,7 @@ from aio.train.distributed import (
     DistInfo, barrier, broadcast_object, cleanup_distributed, init_distributed, mean_over_ranks,
 )
 from aio.train.phases import Phase, resolve_schedule
+from aio.train.host_memory import MALLOC_CHOICES, apply_cpu_malloc
 from aio.train.precision import AMP_CHOICES, amp_dtype, maybe_compile
 from aio.train.sampler import VirtualIndexDataset, task_ranges  # noqa: F401  (VirtualIndexDataset: old import path)
 
@@ -80,6 +81,8 @@ def validate_config(cfg: DictConfig) -> None:
     t = cfg.trainer
     if t.amp not in AMP_CHOICES:
         raise ValueError(f"trainer.amp={t.amp} is not one of {', '.join(AMP_CHOICES)}")
+    if t.cpu_malloc not in MALLOC_CHOICES:
+        raise ValueError(f"trainer.cpu_malloc={t.cpu_malloc} is not one of {', '.join(MALLOC_CHOICES)}")
     if t.max_steps < 1:
         raise ValueError(f"trainer.max_steps={t.max_steps} must be >= 1")
     if t.grad_accum < 1:
@@ -126,6 +129,7 @@ class Trainer:
                 cfg.paths.run_dir = str(self.run_dir)
         if t.amp == "fp16" and self.device.type != "cuda":
             raise ValueError("trainer.amp=fp16 needs a CUDA device; use trainer.amp=bf16 on CPU")
+        self.cpu_malloc = apply_cpu_malloc(t.cpu_malloc, self.device)  # before the first big tensor
         seed = int(cfg.seed) + self.dist.rank
         random.seed(seed)
         np.random.seed(seed % 2**32)
@@ -176,7 +180,7 @@ class Trainer:
             tags = {"git_commit": _git_commit(), "host": socket.gethostname(), "aio_version": aio.__version__,
                     names.TAG_VAL_SETS: ",".join(self.val_sets), names.TAG_RUN_DIR: str(self.run_dir),
                     names.TAG_STRATEGY: str(cfg.get("strategy", {}).get("name", "mixed")),
-                    names.TAG_PHASES: ",".join(p.name for p in self.schedule)}
+                    names.TAG_PHASES: ",".join(p.name for p in self.schedule), names.TAG_CPU_MALLOC: self.cpu_malloc}
             tags.update(tracker_tags or {})
             random_vgg = getattr(self.loss_fn, "random_init", False)
             if random_vgg:
