@@ -8,7 +8,8 @@ the L1 of every restored image the network returns (DSRIR: three) plus the mean 
 are run **interleaved** (one step of each, in a rotating order, ``--reps`` times) so that a busy machine
 slows them all alike: compare the ratios of one run, not absolute times across runs. Printed per case:
 median s/step, images/s, the median process CPU seconds per step (all threads; where other work shares the
-cores, its ratios are the steadier figure), achieved FLOP/s (3 x the forward FLOPs of FlopCounterMode, over the median step)
+cores, its ratios are the steadier figure), the median minor page faults of the process per step (pages the
+kernel maps and zeroes anew: see the C heap below), achieved FLOP/s (3 x the forward FLOPs of FlopCounterMode, over the median step)
 against this machine's matmul peak measured in the same run (fp32 and bf16), and peak memory on CUDA; per
 model with a reference clone, the ratio reference-fp32 / aio-mode and the fp32 max |diff| of the (eval-mode)
 outputs with the same weights (ours loaded ``strict=True`` into the reference); and a torch.profiler top-10
@@ -20,6 +21,17 @@ of the first model's fp32 and fastest steps (``--profile-rows`` adds rows, ours 
     .venv/bin/python benchmarks/train_step.py --models none --modes fp32 --reference seed000=~/src/Image-Restoration \\
         --reference dsrir=~/src/DSRIR --reference mioir=~/src/MiOIR --reference airnet=~/src/AirNet
     .venv/bin/python benchmarks/train_step.py --models all --modes fp32,bf16,bf16_cl,bf16_compile
+
+**The C heap.** aio's trainer keeps freed host memory in the process heap (``trainer.cpu_malloc=auto`` ->
+``cache`` on a CPU with glibc; ``aio/train/host_memory.py``); the references' own training scripts run on
+glibc's defaults, which hand every large activation out as a fresh mmap and fault its pages in again each step.
+Our cases run in this process under ``--cpu-malloc`` (default: what ``aio-train`` does). The references are
+timed under each heap of ``--reference-malloc`` (default ``system,cache``): ``system`` is the reference as it
+runs on its own, ``cache`` the same code given aio's setting (so the ratio that the code alone earns is printed
+too); ``--system-malloc-modes fp32`` also times our own fp32 step on glibc's defaults. The cases of the heap
+mode this process does not run live in spawned worker processes (fresh heaps: one for our cases, one for the
+references', since a heap's state depends on what else ran in the process), and their steps are interleaved
+with ours over a pipe: one step runs at a time, as before.
 
 ``--reference NAME=DIR`` (repeatable) adds the rows NAME's reference reproduces to ``--models`` and times the
 reference next to them (``benchmarks/references.py``):
@@ -63,10 +75,11 @@ import torch.nn.functional as F  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from model_table import ROWS  # noqa: E402  (the published backbones and the ablation rows)
-from references import NOTES, REFERENCES, Runner, parse_references, run_plain  # noqa: E402
+from references import NOTES, REFERENCES, Runner, note, parse_references, run_plain  # noqa: E402
 
 from aio.cli.model import compose_model_config  # noqa: E402
 from aio.models import forward_gflops, model_from_config  # noqa: E402
+from aio.train.host_memory import MALLOC_CHOICES, apply_cpu_malloc, resolve_cpu_malloc  # noqa: E402
 from aio.train.precision import compile_unsupported_reason, cpu_bf16_flags  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -91,14 +104,21 @@ class Case:
     optimizer: torch.optim.Optimizer
     fwd_gflop: float
     runner: Runner = run_plain
+    malloc: str = "system"  # the C-heap mode of the process that runs it (aio/train/host_memory.py)
+    worker: "Worker | None" = None  # None: this process; else the worker process that runs it
     times: list[float] = field(default_factory=list)
     cpu_times: list[float] = field(default_factory=list)  # process CPU seconds (all threads): robust to a busy box
+    faults: list[int] = field(default_factory=list)  # the process's minor page faults during the step
     peak_mem_gb: float = float("nan")
     warmup_s: float = float("nan")
 
     @property
     def name(self) -> str:
         return f"{self.model} [{self.impl} {self.mode}]"
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.model, self.impl, self.mode)
 
 
 def select_rows(spec: str, extra: list[str] = ()) -> list[tuple[str, list[str]]]:
@@ -140,6 +160,15 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, n: int, reps: int = 5)
     return best
 
 
+def _minor_faults() -> int:
+    """This process's minor page faults so far (pages the kernel mapped and zeroed); 0 where unknown."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return 0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def train_step(case: Case, x: torch.Tensor, y: torch.Tensor, task: torch.Tensor) -> float:
     """Seconds of one forward + loss + backward + AdamW step of ``case``."""
     dtype, channels_last, _ = MODES[case.mode]
@@ -149,6 +178,7 @@ def train_step(case: Case, x: torch.Tensor, y: torch.Tensor, task: torch.Tensor)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     sync(device)
+    f0 = _minor_faults()
     t0, c0 = time.perf_counter(), time.process_time()
     with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
         images, others = case.runner(case.module, x, task)
@@ -159,6 +189,7 @@ def train_step(case: Case, x: torch.Tensor, y: torch.Tensor, task: torch.Tensor)
     sync(device)
     seconds = time.perf_counter() - t0
     case.cpu_times.append(time.process_time() - c0)
+    case.faults.append(_minor_faults() - f0)
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) / 2**30
         case.peak_mem_gb = peak if case.peak_mem_gb != case.peak_mem_gb else max(case.peak_mem_gb, peak)
@@ -187,57 +218,189 @@ def max_diff(ref: torch.nn.Module, ref_run: Runner, ours: torch.nn.Module, our_r
     return max(float((u - v).abs().max()) for u, v in zip(a, b))
 
 
-def build_cases(args, device: torch.device, x: torch.Tensor,
-                task: torch.Tensor) -> tuple[list[Case], dict[str, float], dict[str, float]]:
-    """The cases to time and, per model with a reference clone, the fp32 max |diff| of the two outputs (and of
-    our channels_last copy's, when a mode uses one)."""
-    cases: list[Case] = []
-    diffs: dict[str, float] = {}
-    cl_diffs: dict[str, float] = {}
+def parse_modes(args, device: torch.device) -> list[str]:
+    """``--modes`` checked, minus the compile modes where inductor cannot run here."""
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    for m in modes:
+    for m in modes + [m.strip() for m in args.system_malloc_modes.split(",") if m.strip()]:
         if m not in MODES:
-            sys.exit(f"--modes: unknown mode {m!r}; choose from {', '.join(MODES)}")
+            sys.exit(f"--modes / --system-malloc-modes: unknown mode {m!r}; choose from {', '.join(MODES)}")
     if any(MODES[m][2] for m in modes):
         reason = compile_unsupported_reason(device)
         if reason:
             print(f"[train_step] skipping the compile modes: {reason}")
             modes = [m for m in modes if not MODES[m][2]]
-    refs = references_of(args)
-    for label, overrides in select_rows(args.models, list(refs)):
-        ref_net, clone = refs.get(label, (None, None))
-        runner = ref_net.ours if ref_net else run_plain
-        extra = ref_net.ours_overrides(clone) if ref_net else []
-        torch.manual_seed(0)
-        base = model_from_config(compose_model_config(overrides + ["model.size=paper"] + extra)).to(device).train()
-        gflop = forward_gflops(base, args.size) * args.batch
-        modules: dict[tuple[bool, bool], tuple[torch.nn.Module, torch.optim.Optimizer]] = {}
-        for mode in modes:
-            _, channels_last, compiled = MODES[mode]
-            key = (channels_last, compiled)
-            if key not in modules:
-                layout = (channels_last, False)
-                if layout not in modules:
-                    net = base if not channels_last else _copy(base).to(memory_format=torch.channels_last)
-                    opt = torch.optim.AdamW(net.parameters(), lr=1e-4)  # the trainer's kernel (foreach)
-                    modules[layout] = (net, opt)
-                if compiled:
-                    net, opt = modules[layout]
-                    modules[key] = (torch.compile(net), opt)
-            net, opt = modules[key]
-            cases.append(Case(label, "aio", mode, net, opt, gflop, runner))
-        if ref_net:
-            reference, ref_run = ref_net.build(clone)
-            reference = reference.to(device).train()
-            reference.load_state_dict(base.state_dict(), strict=True)
-            diffs[label] = max_diff(reference, ref_run, base, runner, x, task)
+    if not modes:
+        sys.exit("--modes: no mode left to time; give at least one of " + ", ".join(m for m in MODES if not MODES[m][2]))
+    return modes
+
+
+def build_label(args, device: torch.device, label: str, overrides: list[str], wanted: list[tuple[str, str]],
+                malloc: str, x: torch.Tensor | None = None, task: torch.Tensor | None = None):
+    """The cases ``wanted`` (``(impl, mode)`` pairs) of one model row, built in this process; with ``x`` also
+    the fp32 max |diff| of the reference's outputs against ours (and our channels_last copy's), else NaN.
+
+    Our network is built from seed 0 and the reference loads its state dict (``strict=True``), so every
+    process that builds a row holds the same weights."""
+    ref_net, clone = references_of(args).get(label, (None, None))
+    runner = ref_net.ours if ref_net else run_plain
+    extra = ref_net.ours_overrides(clone) if ref_net else []
+    torch.manual_seed(0)
+    base = model_from_config(compose_model_config(overrides + ["model.size=paper"] + extra)).to(device).train()
+    gflop = forward_gflops(base, args.size) * args.batch
+    modules: dict[tuple[bool, bool], tuple[torch.nn.Module, torch.optim.Optimizer]] = {}
+    cases: list[Case] = []
+    for impl, mode in wanted:
+        if impl != "aio":
+            continue
+        _, channels_last, compiled = MODES[mode]
+        key = (channels_last, compiled)
+        if key not in modules:
+            layout = (channels_last, False)
+            if layout not in modules:
+                net = base if not channels_last else _copy(base).to(memory_format=torch.channels_last)
+                opt = torch.optim.AdamW(net.parameters(), lr=1e-4)  # the trainer's kernel (foreach)
+                modules[layout] = (net, opt)
+            if compiled:
+                net, opt = modules[layout]
+                modules[key] = (torch.compile(net), opt)
+        net, opt = modules[key]
+        cases.append(Case(label, "aio", mode, net, opt, gflop, runner, malloc))
+    diff = cl_diff = float("nan")
+    if ref_net and (x is not None or any(impl == "reference" for impl, _ in wanted)):
+        reference, ref_run = ref_net.build(clone)
+        reference = reference.to(device).train()
+        reference.load_state_dict(base.state_dict(), strict=True)
+        if x is not None:
+            diff = max_diff(reference, ref_run, base, runner, x, task)
             if (True, False) in modules:  # the channels_last copy (fp32_cl, bf16_cl): its fp32 outputs too
                 x_cl = x.contiguous(memory_format=torch.channels_last)
-                cl_diffs[label] = max_diff(reference, ref_run, modules[(True, False)][0], runner, x_cl, task)
+                cl_diff = max_diff(reference, ref_run, modules[(True, False)][0], runner, x_cl, task)
+        if any(impl == "reference" for impl, _ in wanted):
             # torch's default AdamW, as the reference training scripts build it
             cases.append(Case(label, "reference", "fp32", reference,
-                              torch.optim.AdamW(reference.parameters(), lr=1e-4), gflop, ref_run))
-    return cases, diffs, cl_diffs
+                              torch.optim.AdamW(reference.parameters(), lr=1e-4), gflop, ref_run, malloc))
+    return cases, diff, cl_diff
+
+
+def make_batch(args, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The timed batch (seed 0): inputs, targets, task labels ``arange(batch) % 7``."""
+    torch.manual_seed(0)
+    x = torch.rand(args.batch, 3, args.size, args.size, device=device)
+    return x, torch.rand_like(x), torch.arange(args.batch, device=device) % 7
+
+
+def _worker_main(conn, args, device: str, malloc: str, wanted: dict[str, list[tuple[str, str]]]) -> None:
+    """A process under the other heap mode: builds its cases, warms them up, then times one step per request."""
+    device = torch.device(device)
+    apply_cpu_malloc(malloc, device, key="--reference-malloc")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    x, y, task = make_batch(args, device)
+    rows = dict(select_rows(args.models, list(references_of(args))))
+    cases = {}
+    for label, pairs in wanted.items():
+        for case in build_label(args, device, label, rows[label], pairs, malloc)[0]:
+            cases[case.key] = case
+    warmups = {}
+    for key, case in cases.items():
+        warmups[key] = train_step(case, x, y, task)
+        case.cpu_times.clear(), case.faults.clear()
+    conn.send((warmups, list(NOTES)))
+    while True:
+        cmd, key = conn.recv()
+        if cmd == "stop":
+            break
+        case = cases[key]
+        if cmd == "step":
+            seconds = train_step(case, x, y, task)
+            conn.send((seconds, case.cpu_times[-1], case.faults[-1], case.peak_mem_gb))
+        elif cmd == "profile":
+            conn.send(profile_top10(case, x, y, task))
+
+
+class Worker:
+    """A child process (spawned: a fresh C heap) that runs cases under the heap mode this one does not."""
+
+    def __init__(self, args, device: torch.device, malloc: str, wanted: dict[str, list[tuple[str, str]]]):
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_worker_main, args=(child, args, str(device), malloc, wanted), daemon=True)
+        self.process.start()
+        self.warmups, notes = self._recv()
+        for n in notes:
+            note(n)
+
+    def _recv(self):
+        try:
+            return self.conn.recv()
+        except EOFError:
+            self.process.join(5)
+            sys.exit(f"[train_step] the worker process died (exit code {self.process.exitcode})")
+
+    def step(self, case: Case) -> float:
+        self.conn.send(("step", case.key))
+        seconds, cpu, faults, peak = self._recv()
+        case.cpu_times.append(cpu)
+        case.faults.append(faults)
+        case.peak_mem_gb = peak
+        return seconds
+
+    def profile(self, case: Case) -> str:
+        self.conn.send(("profile", case.key))
+        return self._recv()
+
+    def close(self) -> None:
+        self.conn.send(("stop", None))
+        self.process.join(60)
+
+
+def build_cases(args, device: torch.device, x: torch.Tensor, task: torch.Tensor, malloc: str
+                ) -> tuple[list[Case], dict[str, float], dict[str, float], list["Worker"]]:
+    """The cases to time, in order; per model with a reference clone, the fp32 max |diff| of the two outputs
+    (and of our channels_last copy's, when a mode uses one); and the worker processes of the other heap mode,
+    one for our cases and one for the references' (a heap's state depends on what else ran in the process:
+    the reference on glibc's heap runs alone, as in its own scripts). ``malloc`` is this process's heap mode:
+    the aio ``--modes`` run under it; the reference under each of ``--reference-malloc``; the
+    ``--system-malloc-modes`` under ``system``."""
+    modes = parse_modes(args, device)
+    system_modes = [m.strip() for m in args.system_malloc_modes.split(",") if m.strip()]
+    ref_mallocs = [m.strip() for m in args.reference_malloc.split(",") if m.strip()]
+    refs = references_of(args)
+    plan: list[tuple[str, list[str], list[tuple[str, str, str]]]] = []
+    for label, overrides in select_rows(args.models, list(refs)):
+        wanted = [("aio", m, malloc) for m in modes]
+        wanted += [("aio", m, "system") for m in system_modes if malloc != "system" or m not in modes]
+        if label in refs:
+            wanted += [("reference", "fp32", m) for m in ref_mallocs]
+        plan.append((label, overrides, wanted))
+    groups: dict[tuple[str, str], dict[str, list[tuple[str, str]]]] = {}  # (heap, impl) -> {label: pairs}
+    for label, _, wanted in plan:
+        for impl, mode, heap in wanted:
+            if heap != malloc:
+                groups.setdefault((heap, impl), {}).setdefault(label, []).append((impl, mode))
+    workers = {key: Worker(args, device, key[0], group) for key, group in groups.items()}
+    cases: list[Case] = []
+    diffs: dict[str, float] = {}
+    cl_diffs: dict[str, float] = {}
+    for label, overrides, wanted in plan:
+        local, diff, cl_diff = build_label(args, device, label, overrides,
+                                           [(i, m) for i, m, h in wanted if h == malloc], malloc, x, task)
+        if label in refs:
+            diffs[label] = diff
+            if cl_diff == cl_diff:
+                cl_diffs[label] = cl_diff
+        by_key = {(c.impl, c.mode): c for c in local}
+        gflop = local[0].fwd_gflop  # --modes is not empty: our network is built here
+        for impl, mode, heap in wanted:
+            if heap == malloc:
+                cases.append(by_key[(impl, mode)])
+            else:
+                case = Case(label, impl, mode, None, None, gflop, malloc=heap, worker=workers[(heap, impl)])
+                case.warmup_s = case.worker.warmups[case.key]
+                cases.append(case)
+    return cases, diffs, cl_diffs, list(workers.values())
 
 
 def _copy(model: torch.nn.Module) -> torch.nn.Module:
@@ -276,6 +439,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--reference", action="append", default=[], metavar="NAME=DIR",
                         help=f"time the reference NAME ({', '.join(REFERENCES)}) from the clone DIR next to the rows "
                         "it reproduces (added to --models); repeatable; the repos are listed above")
+    parser.add_argument("--cpu-malloc", default="auto", choices=MALLOC_CHOICES,
+                        help="the C-heap mode aio's cases run under, as trainer.cpu_malloc (default auto: cache on a "
+                        "CPU with glibc, what aio-train does); see aio/train/host_memory.py")
+    parser.add_argument("--reference-malloc", default=None,
+                        help="comma list of the heap modes the references are timed under (default system,cache on a "
+                        "CPU with glibc, else system): system = glibc's defaults, as their own training scripts run; "
+                        "cache = aio's setting. The mode this process does not run is timed in a spawned worker "
+                        "process, its steps interleaved with ours")
+    parser.add_argument("--system-malloc-modes", default="",
+                        help="comma list of aio modes also timed under glibc's default heap (the heap's share)")
     parser.add_argument("--no-profile", action="store_true", help="skip the torch.profiler top-10")
     parser.add_argument("--profile-rows", default="",
                         help="comma list of row labels whose fp32 step (ours and the reference's) is profiled too")
@@ -288,23 +461,30 @@ def main(argv: list[str] | None = None) -> dict:
         args.modes = "fp32,bf16,bf16_cl" + (",bf16_compile" if device.type == "cuda" else "")
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    x = torch.rand(args.batch, 3, args.size, args.size, device=device)
-    y = torch.rand_like(x)
-    task = torch.arange(args.batch, device=device) % 7
+    if args.reference_malloc is None:
+        args.reference_malloc = "system,cache" if resolve_cpu_malloc("auto", device) == "cache" else "system"
+    try:
+        for m in args.reference_malloc.split(","):
+            if resolve_cpu_malloc(m.strip(), device, key="--reference-malloc") != m.strip():
+                sys.exit(f"--reference-malloc: name the heap modes (system, cache), not {m.strip()!r}")
+        malloc = apply_cpu_malloc(args.cpu_malloc, device, key="--cpu-malloc")
+    except ValueError as err:
+        sys.exit(f"[train_step] {err}")
+    x, y, task = make_batch(args, device)
     load_start = os.getloadavg()[0]
     n = 8192 if device.type == "cuda" else 2048
     peaks = {"fp32": [matmul_peak(device, torch.float32, n)], "bf16": [matmul_peak(device, torch.bfloat16, n)]}
 
-    cases, diffs, cl_diffs = build_cases(args, device, x, task)
-    for case in cases:  # warm-up (compiles the compiled cases)
-        case.warmup_s = train_step(case, x, y, task)
-        case.cpu_times.clear()
-        print(f"[train_step] warm-up {case.name}: {case.warmup_s:.2f} s", flush=True)
+    cases, diffs, cl_diffs, workers = build_cases(args, device, x, task, malloc)
+    for case in cases:  # warm-up (compiles the compiled cases); the worker warmed its own up
+        if case.worker is None:
+            case.warmup_s = train_step(case, x, y, task)
+            case.cpu_times.clear(), case.faults.clear()
+        print(f"[train_step] warm-up {case.name} ({case.malloc} heap): {case.warmup_s:.2f} s", flush=True)
     for rep in range(args.reps):
         k = rep % len(cases)
         for case in cases[k:] + cases[:k]:
-            case.times.append(train_step(case, x, y, task))
+            case.times.append(train_step(case, x, y, task) if case.worker is None else case.worker.step(case))
         print(f"[train_step] rep {rep + 1}/{args.reps} done", flush=True)
     peaks["fp32"].append(matmul_peak(device, torch.float32, n))
     peaks["bf16"].append(matmul_peak(device, torch.bfloat16, n))
@@ -319,32 +499,39 @@ def main(argv: list[str] | None = None) -> dict:
         f"# matmul peak (n={n}, measured in this run): fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s;"
         " FLOP/s = 3 x forward FLOPs / median step",
         "",
-        f"{'case':50s} {'s/step':>8s} {'img/s':>7s} {'GFLOP/s':>8s} {'%peak':>6s} {'peak GB':>8s} {'CPU s':>7s}  steps (s)",
+        f"# heap: the C-heap mode of the process the case ran in (aio/train/host_memory.py): system = glibc's defaults"
+        " (as the references' own training scripts run), cache = aio's trainer.cpu_malloc=auto on a CPU;"
+        " faults = median minor page faults of the process per step (pages mapped and zeroed anew)",
+        "",
+        f"{'case':50s} {'heap':>6s} {'s/step':>8s} {'img/s':>7s} {'GFLOP/s':>8s} {'%peak':>6s} {'peak GB':>8s} {'CPU s':>7s} {'faults':>7s}  steps (s)",
     ]
     rows = []
     for c in cases:
         med = statistics.median(c.times)
         gflops = 3 * c.fwd_gflop / med
         pk = peak["bf16" if MODES[c.mode][0] is torch.bfloat16 else "fp32"]
-        rows.append({"model": c.model, "impl": c.impl, "mode": c.mode, "median_s": med, "images_per_s": args.batch / med,
+        rows.append({"model": c.model, "impl": c.impl, "mode": c.mode, "malloc": c.malloc, "median_s": med, "images_per_s": args.batch / med,
                      "gflops": gflops, "pct_peak": 100 * gflops / pk, "peak_mem_gb": c.peak_mem_gb,
                      "warmup_s": c.warmup_s, "times": c.times, "median_cpu_s": statistics.median(c.cpu_times),
-                     "cpu_times": c.cpu_times})
-        lines.append(f"{c.name:50s} {med:8.3f} {args.batch / med:7.2f} {gflops:8.1f} {100 * gflops / pk:6.1f} "
-                     f"{c.peak_mem_gb:8.2f} {statistics.median(c.cpu_times):7.2f}  " + " ".join(f"{t:.2f}" for t in c.times))
-    ratios, cpu_ratios = {}, {}
+                     "cpu_times": c.cpu_times, "median_minor_faults": statistics.median(c.faults), "minor_faults": c.faults})
+        lines.append(f"{c.name:50s} {c.malloc:>6s} {med:8.3f} {args.batch / med:7.2f} {gflops:8.1f} {100 * gflops / pk:6.1f} "
+                     f"{c.peak_mem_gb:8.2f} {statistics.median(c.cpu_times):7.2f} {statistics.median(c.faults) / 1e3:6.0f}k  " + " ".join(f"{t:.2f}" for t in c.times))
+    ratios, cpu_ratios = {}, {}  # {label: {reference heap: {aio case: ratio}}}
     for label in diffs:
-        ref_case = next(c for c in cases if c.model == label and c.impl == "reference")
-        ref, ref_cpu = statistics.median(ref_case.times), statistics.median(ref_case.cpu_times)
         ours = [c for c in cases if c.model == label and c.impl == "aio"]
-        ratios[label] = {c.mode: ref / statistics.median(c.times) for c in ours}
-        cpu_ratios[label] = {c.mode: ref_cpu / statistics.median(c.cpu_times) for c in ours}
         lines.append("")
-        lines.append(f"{label}: reference fp32 {ref:.3f} s/step; fp32 max|diff| aio vs reference (same weights) "
-                     f"{diffs[label]:.2e}" + (f" (channels_last copy {cl_diffs[label]:.2e})" if label in cl_diffs else "")
-                     + "; reference-fp32 / aio: "
-                     + ", ".join(f"{m} {r:.2f}x" for m, r in ratios[label].items())
-                     + " (process CPU time: " + ", ".join(f"{m} {r:.2f}x" for m, r in cpu_ratios[label].items()) + ")")
+        lines.append(f"{label}: fp32 max|diff| aio vs reference (same weights) {diffs[label]:.2e}"
+                     + (f" (channels_last copy {cl_diffs[label]:.2e})" if label in cl_diffs else ""))
+        ratios[label], cpu_ratios[label] = {}, {}
+        for ref_case in (c for c in cases if c.model == label and c.impl == "reference"):
+            ref, ref_cpu = statistics.median(ref_case.times), statistics.median(ref_case.cpu_times)
+            tags = [c.mode + ("" if c.malloc == malloc else f" ({c.malloc} heap)") for c in ours]
+            r = {t: ref / statistics.median(c.times) for t, c in zip(tags, ours)}
+            rc = {t: ref_cpu / statistics.median(c.cpu_times) for t, c in zip(tags, ours)}
+            ratios[label][ref_case.malloc], cpu_ratios[label][ref_case.malloc] = r, rc
+            lines.append(f"  reference fp32 on the {ref_case.malloc} heap {ref:.3f} s/step; reference / aio (on the {malloc} heap unless marked): "
+                         + ", ".join(f"{m} {v:.2f}x" for m, v in r.items())
+                         + " (process CPU time: " + ", ".join(f"{m} {v:.2f}x" for m, v in rc.items()) + ")")
     if NOTES:
         lines += ["", "notes (what the reference loaders bridged on this machine):"] + [f"- {n}" for n in NOTES]
     if not args.no_profile and cases:
@@ -353,13 +540,16 @@ def main(argv: list[str] | None = None) -> dict:
         extra = [r.strip().lower() for r in args.profile_rows.split(",") if r.strip()]
         more = [c for c in cases if c.model.lower() in extra and c.mode == "fp32" and c is not first[0]]
         for c in [first[0]] + ([fastest] if fastest is not first[0] else []) + more:
-            lines += ["", f"torch.profiler top-10, one step of {c.name}:", profile_top10(c, x, y, task)]
+            table = profile_top10(c, x, y, task) if c.worker is None else c.worker.profile(c)
+            lines += ["", f"torch.profiler top-10, one step of {c.name} ({c.malloc} heap):", table]
+    for worker in workers:
+        worker.close()
     text = "\n".join(lines)
     print(text)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text + "\n")
-    result = {"peak_gflops": peak, "rows": rows, "ratios_reference_over_aio": ratios,
+    result = {"peak_gflops": peak, "malloc": malloc, "rows": rows, "ratios_reference_over_aio": ratios,
               "cpu_time_ratios_reference_over_aio": cpu_ratios, "max_abs_diff": diffs,
               "max_abs_diff_channels_last": dict(cl_diffs),
               "notes": NOTES, "args": vars(args)}
