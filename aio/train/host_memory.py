@@ -3,8 +3,9 @@
 torch's CPU tensors come from glibc's ``malloc``. By default glibc serves every block over its mmap threshold
 (128 KiB, rising to at most 32 MiB) with a fresh ``mmap`` and gives it back with ``munmap`` on free, so each
 activation of a training step is a new mapping whose pages the kernel faults in and zeroes again, every step.
-Measured on this project's 2-core box (batch 2 x 128^2, fp32): the official Restormer takes ~2.4 M minor page
-faults per training step (~9.5 GB zeroed), aio's ~0.75 M; with ``cache`` both take 0 after the first step.
+Measured on this project's 2-core box (batch 2 x 128^2, fp32, ``benchmarks/results/train_step.txt``): the
+official Restormer takes 1.5 M minor page faults per training step (~6 GB mapped and zeroed) and 12.1 s on
+glibc's defaults, 0 faults and 8.3 s with ``cache``.
 
 ``cache`` keeps freed memory in the heap for the next step instead (``mallopt(M_MMAP_MAX, 0)``: no mmap'd
 blocks; ``M_TRIM_THRESHOLD`` at its maximum: the heap is not shrunk), the same idea as CUDA's caching
