@@ -121,3 +121,21 @@ def test_attention_zero_query_and_key_rows_keep_finite_gradients():
     out.square().sum().backward()
     assert (out - ref).abs().max() < 1e-5
     assert all(torch.isfinite(p.grad).all() for p in att.parameters()) and torch.isfinite(x.grad).all()
+
+
+def test_promptir_stays_channels_last_through_the_decoder():
+    """aio's CPU layout: from the patch embedding on, every stage of PromptIR hands on a channels_last tensor;
+    an NCHW prompt would turn the decoder after each ``cat`` back to NCHW (a layout copy at every LayerNorm)."""
+    from aio.cli.model import compose_model_config
+    from aio.models import model_from_config
+
+    torch.manual_seed(0)
+    model = model_from_config(compose_model_config(["backbone=promptir"])).eval()
+    seen = {}
+    for name, child in model.named_children():
+        child.register_forward_hook(lambda mod, inp, out, name=name: seen.__setitem__(
+            name, out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()))
+    with torch.no_grad():
+        model(torch.rand(1, 3, 32, 32))
+    nchw = [name for name, cl in seen.items() if not cl and name != "output"]
+    assert "prompt1" in seen and not nchw, f"stages returning NCHW: {nchw}"

@@ -50,6 +50,10 @@ class PromptGenBlock(nn.Module):
         weights = F.softmax(self.linear_layer(x.mean(dim=(-2, -1))), dim=1)  # [B, L]
         prompt = torch.einsum("bl,lchw->bchw", weights, self.prompt_param.to(weights.dtype))
         prompt = F.interpolate(prompt, (h, w), mode="bilinear")
+        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            # aio's CPU layout (see OverlapPatchEmbed): the einsum gives NCHW, and the decoder's cat with it would
+            # drop the whole decoder back to NCHW (a layout copy around every LayerNorm: ~6% of an fp32 step)
+            prompt = prompt.contiguous(memory_format=torch.channels_last)
         return self.conv3x3(prompt)
 
 
