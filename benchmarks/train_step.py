@@ -121,6 +121,11 @@ class Case:
         return (self.model, self.impl, self.mode)
 
 
+def comma_list(text: str) -> list[str]:
+    """The non-empty, stripped items of a comma-separated option value."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
 def select_rows(spec: str, extra: list[str] = ()) -> list[tuple[str, list[str]]]:
     """``[(label, overrides)]`` for a comma list of model_table row labels (case-insensitive), ``all`` or
     ``none``, followed by the labels ``extra`` (the rows of the references given) not already in it."""
@@ -132,7 +137,7 @@ def select_rows(spec: str, extra: list[str] = ()) -> list[tuple[str, list[str]]]
         names = []
     else:
         names = []
-        for name in (s.strip() for s in spec.split(",") if s.strip()):
+        for name in comma_list(spec):
             if name.lower() not in by_lower:
                 sys.exit(f"--models: unknown model {name!r}; choose from: all, none, {', '.join(rows)}")
             names.append(by_lower[name.lower()])
@@ -196,6 +201,13 @@ def train_step(case: Case, x: torch.Tensor, y: torch.Tensor, task: torch.Tensor)
     return seconds
 
 
+def warm_up(case: Case, x: torch.Tensor, y: torch.Tensor, task: torch.Tensor) -> float:
+    """One untimed step (it compiles a compiled case); its seconds, kept out of the case's CPU-time and fault lists."""
+    seconds = train_step(case, x, y, task)
+    case.cpu_times.clear(), case.faults.clear()
+    return seconds
+
+
 def references_of(args) -> dict[str, tuple]:
     """``{row label: (RefNet, clone)}`` for the references given (``--reference`` and the two official flags)."""
     clones = parse_references(args.reference)
@@ -220,8 +232,8 @@ def max_diff(ref: torch.nn.Module, ref_run: Runner, ours: torch.nn.Module, our_r
 
 def parse_modes(args, device: torch.device) -> list[str]:
     """``--modes`` checked, minus the compile modes where inductor cannot run here."""
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    for m in modes + [m.strip() for m in args.system_malloc_modes.split(",") if m.strip()]:
+    modes = comma_list(args.modes)
+    for m in modes + comma_list(args.system_malloc_modes):
         if m not in MODES:
             sys.exit(f"--modes / --system-malloc-modes: unknown mode {m!r}; choose from {', '.join(MODES)}")
     if any(MODES[m][2] for m in modes):
@@ -303,8 +315,7 @@ def _worker_main(conn, args, device: str, malloc: str, wanted: dict[str, list[tu
             cases[case.key] = case
     warmups = {}
     for key, case in cases.items():
-        warmups[key] = train_step(case, x, y, task)
-        case.cpu_times.clear(), case.faults.clear()
+        warmups[key] = warm_up(case, x, y, task)
     conn.send((warmups, list(NOTES)))
     while True:
         cmd, key = conn.recv()
@@ -365,8 +376,8 @@ def build_cases(args, device: torch.device, x: torch.Tensor, task: torch.Tensor,
     the aio ``--modes`` run under it; the reference under each of ``--reference-malloc``; the
     ``--system-malloc-modes`` under ``system``."""
     modes = parse_modes(args, device)
-    system_modes = [m.strip() for m in args.system_malloc_modes.split(",") if m.strip()]
-    ref_mallocs = [m.strip() for m in args.reference_malloc.split(",") if m.strip()]
+    system_modes = comma_list(args.system_malloc_modes)
+    ref_mallocs = comma_list(args.reference_malloc)
     refs = references_of(args)
     plan: list[tuple[str, list[str], list[tuple[str, str, str]]]] = []
     for label, overrides in select_rows(args.models, list(refs)):
@@ -464,9 +475,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.reference_malloc is None:
         args.reference_malloc = "system,cache" if resolve_cpu_malloc("auto", device) == "cache" else "system"
     try:
-        for m in args.reference_malloc.split(","):
-            if resolve_cpu_malloc(m.strip(), device, key="--reference-malloc") != m.strip():
-                sys.exit(f"--reference-malloc: name the heap modes (system, cache), not {m.strip()!r}")
+        for m in comma_list(args.reference_malloc):
+            if resolve_cpu_malloc(m, device, key="--reference-malloc") != m:
+                sys.exit(f"--reference-malloc: name the heap modes (system, cache), not {m!r}")
         malloc = apply_cpu_malloc(args.cpu_malloc, device, key="--cpu-malloc")
     except ValueError as err:
         sys.exit(f"[train_step] {err}")
@@ -478,8 +489,7 @@ def main(argv: list[str] | None = None) -> dict:
     cases, diffs, cl_diffs, workers = build_cases(args, device, x, task, malloc)
     for case in cases:  # warm-up (compiles the compiled cases); the worker warmed its own up
         if case.worker is None:
-            case.warmup_s = train_step(case, x, y, task)
-            case.cpu_times.clear(), case.faults.clear()
+            case.warmup_s = warm_up(case, x, y, task)
         print(f"[train_step] warm-up {case.name} ({case.malloc} heap): {case.warmup_s:.2f} s", flush=True)
     for rep in range(args.reps):
         k = rep % len(cases)
@@ -537,9 +547,13 @@ def main(argv: list[str] | None = None) -> dict:
     if not args.no_profile and cases:
         first = [c for c in cases if c.model == cases[0].model and c.impl == "aio"]
         fastest = min(first, key=lambda c: statistics.median(c.times))
-        extra = [r.strip().lower() for r in args.profile_rows.split(",") if r.strip()]
-        more = [c for c in cases if c.model.lower() in extra and c.mode == "fp32" and c is not first[0]]
-        for c in [first[0]] + ([fastest] if fastest is not first[0] else []) + more:
+        extra = [r.lower() for r in comma_list(args.profile_rows)]
+        more = [c for c in cases if c.model.lower() in extra and c.mode == "fp32"]
+        profiled = []
+        for c in [first[0], fastest] + more:  # each case once (the fastest may also be a --profile-rows case)
+            if any(c is p for p in profiled):
+                continue
+            profiled.append(c)
             table = profile_top10(c, x, y, task) if c.worker is None else c.worker.profile(c)
             lines += ["", f"torch.profiler top-10, one step of {c.name} ({c.malloc} heap):", table]
     for worker in workers:
