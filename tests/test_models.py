@@ -107,6 +107,43 @@ def test_autocast_bf16_and_channels_last(backbone):
         assert torch.allclose(model(x), ref, atol=1e-5)
 
 
+def _unambiguous(t, memory_format) -> bool:
+    """``t`` is a 4-D tensor dense in ``memory_format`` and not also in the other one (1x1 maps are both)."""
+    other = torch.contiguous_format if memory_format is torch.channels_last else torch.channels_last
+    return (torch.is_tensor(t) and t.dim() == 4 and t.is_contiguous(memory_format=memory_format)
+            and not t.is_contiguous(memory_format=other))
+
+
+@pytest.mark.parametrize("channels_last_input", [False, True], ids=["nchw_input", "channels_last_input"])
+@pytest.mark.parametrize("backbone,gate,row", [(b, "none", "dense") for b in list_models()]
+                         + [("restormer", g, "csff") for g in GATES if g != "none"])
+def test_no_module_drops_channels_last(backbone, gate, row, channels_last_input):
+    """Once a feature map is channels_last (aio's CPU layout from the patch embedding on, or a channels_last
+    input), no module turns it back to NCHW: a module whose 4-D inputs are all channels_last returns none in
+    NCHW. One such drop (PromptIR's NCHW prompt) turned the rest of the decoder NCHW, with a layout copy at
+    every LayerNorm (6% of an fp32 step)."""
+    torch.manual_seed(0)
+    # small, not tiny: a tiny model's 1-channel maps (CSFF's squeeze) are both layouts at once, and a conv
+    # given one returns NCHW
+    model = model_from_config(model_cfg(backbone, size="small", gate=gate, **ROWS[row])).eval()
+    drops = []
+
+    def check(name, inputs, output):
+        maps = [t for t in inputs if torch.is_tensor(t) and t.dim() == 4]
+        outputs = output if isinstance(output, (tuple, list)) else [output]
+        if maps and all(_unambiguous(t, torch.channels_last) for t in maps) and any(
+                _unambiguous(o, torch.contiguous_format) for o in outputs):
+            drops.append(f"{name or '<model>'} ({type(mod_of[name]).__name__})")
+
+    mod_of = dict(model.named_modules())
+    for name, module in mod_of.items():
+        module.register_forward_hook(lambda m, i, o, name=name: check(name, i, o))
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        model(x.contiguous(memory_format=torch.channels_last) if channels_last_input else x, task=torch.tensor([0, 1]))
+    assert not drops, f"modules returning NCHW from channels_last inputs: {drops}"
+
+
 def test_sizes_small_are_cpu_friendly():
     for backbone in BACKBONES:
         for size, (lo, hi) in {"tiny": (1e4, 1.2e5), "small": (1e5, 3.5e5)}.items():

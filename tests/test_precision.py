@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from aio.models.blocks.gates import GATES, apply_gate, split_qkv_gate
 from aio.models.layers import Attention
 from aio.train import precision
 from aio.train.trainer import Trainer
@@ -75,18 +76,21 @@ def test_three_compiled_steps(tiny_overrides, tmp_path):
 
 
 def _official_mdta(att: Attention, x: torch.Tensor) -> torch.Tensor:
-    """MDTA written the official way: chunk, reshape, F.normalize q and k, then multiply."""
+    """MDTA written the official way: chunk (the seed-000 reference's gated split), reshape, F.normalize q and
+    k, then multiply (and gate)."""
     b, c, h, w = x.shape
-    q, k, v = att.qkv_dwconv(att.qkv(x)).chunk(3, dim=1)
+    q, k, v, g = split_qkv_gate(att.gate, att.qkv_dwconv(att.qkv(x)), c, att.num_heads)
     q, k, v = (t.reshape(b, att.num_heads, -1, h * w) for t in (q, k, v))
     attn = (F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)) * att.temperature
-    return att.project_out((attn.softmax(-1) @ v).reshape(b, c, h, w))
+    return att.project_out(apply_gate(att.gate, attn.softmax(-1) @ v, g).reshape(b, c, h, w))
 
 
+@pytest.mark.parametrize("gate", GATES)
 @pytest.mark.parametrize("heads", [1, 2, 4])
-def test_attention_fast_paths_equal_the_official_formula(heads):
+def test_attention_fast_paths_equal_the_official_formula(heads, gate):
+    """Gated or not, the channels_last views (aio's CPU layout) and the NCHW path give the official values."""
     torch.manual_seed(0)
-    att = Attention(16, heads, bias=False)
+    att = Attention(16, heads, bias=False, gate=gate)
     with torch.no_grad():
         att.temperature.uniform_(0.5, 2.0)
     x = torch.randn(2, 16, 12, 10, requires_grad=True)

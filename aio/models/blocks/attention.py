@@ -43,13 +43,14 @@ class Attention(nn.Module):
         b, c, h, w = x.shape
         heads, d = self.num_heads, c // self.num_heads
         qkv = self.qkv_dwconv(self.qkv(x))
-        # Ungated and channels_last (aio's CPU layout, see OverlapPatchEmbed): q, k, v are strided views of the
-        # [B, HW, 3, heads, d] buffer, no copies; the output comes back channels_last.
-        fast = self.gate == "none" and qkv.is_contiguous(memory_format=torch.channels_last) and not qkv.is_contiguous()
+        # channels_last (aio's CPU layout, see OverlapPatchEmbed): q, (gate,) k, v are strided views of the
+        # [B, HW, qkv channels] buffer, no copies; the output comes back channels_last. A gated or ungated
+        # NCHW input takes the official reshapes.
+        fast = qkv.is_contiguous(memory_format=torch.channels_last) and not qkv.is_contiguous()
         if fast:
-            t = qkv.permute(0, 2, 3, 1).view(b, h * w, 3, heads, d)
-            q, k, v = (u.permute(0, 2, 3, 1) for u in t.unbind(2))  # [B, heads, d, HW]
-            g = None
+            t = qkv.permute(0, 2, 3, 1).view(b, h * w, qkv.shape[1])
+            q, g, k, v = t.split([c, gate_channels(self.gate, c, heads), c, c], dim=-1)
+            q, k, v = (u.view(b, h * w, heads, d).permute(0, 2, 3, 1) for u in (q, k, v))  # [B, heads, d, HW]
         else:
             q, k, v, g = split_qkv_gate(self.gate, qkv, c, heads)
             q, k, v = (t.reshape(b, heads, d, h * w) for t in (q, k, v))
@@ -61,7 +62,9 @@ class Attention(nn.Module):
         attn = ((q @ k.transpose(-2, -1)) * rq * rk.transpose(-2, -1) * self.temperature).softmax(dim=-1)
         attn = attn.to(v.dtype)
         if fast:  # (attn @ v)^T = v^T attn^T lands in [B, heads, HW, d]: channels_last again
-            out = (v.transpose(-2, -1) @ attn.transpose(-2, -1)).transpose(1, 2).reshape(b, h, w, c)
-            return self.project_out(out.permute(0, 3, 1, 2))
+            out = v.transpose(-2, -1) @ attn.transpose(-2, -1)
+            if self.gate != "none":  # the gate slice [B, HW, heads | C] as [B, heads, HW, 1 | d]
+                out = out * torch.sigmoid(g.view(b, h * w, heads, -1).transpose(1, 2))
+            return self.project_out(out.transpose(1, 2).reshape(b, h, w, c).permute(0, 3, 1, 2))
         out = apply_gate(self.gate, attn @ v, g)
         return self.project_out(out.reshape(b, c, h, w))
