@@ -68,16 +68,19 @@ def test_output_contract_and_any_size_forward_backward():
 
 
 def test_padding_is_inside_the_model_and_exact_on_multiples_of_8():
+    """``stages`` is the reference's forward (no padding); on a CPU the model runs it channels_last."""
     torch.manual_seed(1)
     model = _tiny().eval()
     x = torch.rand(1, 3, 40, 48)
+    cl = torch.channels_last
     with torch.no_grad():
         out = model(x)
-        images, variances = model.stages(x)  # the reference's forward: no padding
+        images, variances = model.stages(x.contiguous(memory_format=cl))
         assert torch.equal(out.restored, images[0])
         assert torch.equal(out.extras["restored1"], images[2]) and torch.equal(out.extras["var2"], variances[1])
+        assert (out.restored - model.stages(x)[0][0]).abs().max() < 1e-5  # NCHW, as the reference runs
         odd = x[..., :37, :45]
-        padded = F.pad(odd, (0, 3, 0, 3), mode="reflect")
+        padded = F.pad(odd, (0, 3, 0, 3), mode="reflect").contiguous(memory_format=cl)
         assert torch.equal(model(odd).restored, model.stages(padded)[0][0][..., :37, :45])
 
 

@@ -45,6 +45,11 @@ class PatchAttention(nn.Module):
         weights = self.conv_du(self.pool(x))  # [B, C, gh, gw]
         # broadcast each patch's weights over its pixels through a [B, C, gh, h/gh, gw, w/gw] view: no
         # upsampled copy of the weights (repeat_interleave made two, and its backward is a slow scatter-add)
+        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            # channels_last (DSRIR's CPU layout): the same products through a [B, gh, h/gh, gw, w/gw, C] view
+            patches = x.permute(0, 2, 3, 1).view(b, gh, h // gh, gw, w // gw, c)
+            scaled = patches * weights.permute(0, 2, 3, 1).reshape(b, gh, 1, gw, 1, c)
+            return scaled.view(b, h, w, c).permute(0, 3, 1, 2)
         patches = x.reshape(b, c, gh, h // gh, gw, w // gw)
         return (patches * weights.reshape(b, c, gh, 1, gw, 1)).reshape(b, c, h, w)
 

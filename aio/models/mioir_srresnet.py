@@ -16,11 +16,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from aio.models.base import RestorationModel
+from aio.models.base import RestorationModel, cpu_channels_last
 from aio.models.prompts import (PromptExtractor, TaskPromptMaps, add_prompt_linears, check_prompt_kind,
                                 modulate_at, prompt_input)
 from aio.models.registry import register_model
-from aio.models.srresnet import ResidualBlockNoBN, check_upscale, cpu_channels_last
+from aio.models.srresnet import ResidualBlockNoBN, check_upscale
 
 
 class PromptedSRResNet(RestorationModel):

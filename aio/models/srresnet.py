@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from aio.models.base import RestorationModel
+from aio.models.base import RestorationModel, cpu_channels_last
 from aio.models.registry import register_model
 
 
@@ -40,12 +40,6 @@ class ResidualBlockNoBN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.conv2(self.relu(self.conv1(x)))
-
-
-def cpu_channels_last(x: torch.Tensor) -> torch.Tensor:
-    """``x`` channels_last on CPU (oneDNN's 3x3 convs, forward and backward, run faster in it; the network
-    then stays in it), unchanged elsewhere. The values are the same to ~1e-7 (another summation order)."""
-    return x.contiguous(memory_format=torch.channels_last) if x.device.type == "cpu" else x
 
 
 def check_upscale(upscale: int) -> None:
