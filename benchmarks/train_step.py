@@ -358,7 +358,7 @@ class Worker:
         case.peak_mem_gb = peak
         return seconds
 
-    def profile(self, case: Case) -> str:
+    def profile(self, case: Case) -> tuple[str, float]:
         self.conn.send(("profile", case.key))
         return self._recv()
 
@@ -420,15 +420,38 @@ def _copy(model: torch.nn.Module) -> torch.nn.Module:
     return copy.deepcopy(model)
 
 
-def profile_top10(case: Case, x: torch.Tensor, y: torch.Tensor, task: torch.Tensor) -> str:
-    """torch.profiler's top-10 operators of one step of ``case`` by self time."""
+def profile_top10(case: Case, x: torch.Tensor, y: torch.Tensor, task: torch.Tensor) -> tuple[str, float]:
+    """torch.profiler's top-10 operators of one step of ``case`` by self time, and the share of the step's
+    self time spent in convolution operators (forward and backward: oneDNN's kernels, the same calls in a
+    reference that has the same convs)."""
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if x.device.type == "cuda" else [])
     with profile(activities=activities) as prof:
         train_step(case, x, y, task)
+    del case.cpu_times[-1], case.faults[-1]  # a profiled step is not a timed one
     key = "self_device_time_total" if x.device.type == "cuda" else "self_cpu_time_total"
-    return prof.key_averages().table(sort_by=key, row_limit=10, max_name_column_width=44)
+    averages = prof.key_averages()
+    total = sum(getattr(e, key) for e in averages)
+    conv = sum(getattr(e, key) for e in averages if "convolution" in e.key)
+    return averages.table(sort_by=key, row_limit=10, max_name_column_width=44), conv / total if total else float("nan")
+
+
+def conv_ceiling_line(label: str, profiled: list[Case], shares: dict[int, float]) -> str | None:
+    """Amdahl's bound of a profiled row: the reference's median step over the convolution time of our fastest
+    profiled case (its median step x its convolution share), i.e. the ratio if every other op of ours took no
+    time; None without both a reference and an aio case of ``label`` among ``profiled``."""
+    ours = [c for c in profiled if c.model == label and c.impl == "aio"]
+    refs = [c for c in profiled if c.model == label and c.impl == "reference"]
+    if not ours or not refs:
+        return None
+    best = min(ours, key=lambda c: statistics.median(c.times))
+    conv_s = statistics.median(best.times) * shares[id(best)]
+    parts = ", ".join(f"{c.impl} {c.mode} ({c.malloc} heap) {shares[id(c)]:.0%}" for c in ours + refs)
+    bounds = ", ".join(f"{statistics.median(r.times) / conv_s:.2f}x (reference on the {r.malloc} heap)" for r in refs)
+    return (f"{label}: convolutions (forward + backward) are {parts} of the profiled step; reference / "
+            f"(aio {best.mode}'s convolution time, {conv_s:.3f} s) = {bounds}: the most any change outside the "
+            "convolutions could give")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -462,7 +485,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="comma list of aio modes also timed under glibc's default heap (the heap's share)")
     parser.add_argument("--no-profile", action="store_true", help="skip the torch.profiler top-10")
     parser.add_argument("--profile-rows", default="",
-                        help="comma list of row labels whose fp32 step (ours and the reference's) is profiled too")
+                        help="comma list of row labels whose fp32 and fp32_cl steps (ours and the reference's) are profiled "
+                        "too, with the bound the convolutions put on the ratio")
     parser.add_argument("--out", default=str(RESULTS / "train_step.txt"))
     args = parser.parse_args(argv)
 
@@ -548,14 +572,17 @@ def main(argv: list[str] | None = None) -> dict:
         first = [c for c in cases if c.model == cases[0].model and c.impl == "aio"]
         fastest = min(first, key=lambda c: statistics.median(c.times))
         extra = [r.lower() for r in comma_list(args.profile_rows)]
-        more = [c for c in cases if c.model.lower() in extra and c.mode == "fp32"]
-        profiled = []
+        more = [c for c in cases if c.model.lower() in extra and c.mode in ("fp32", "fp32_cl")]
+        profiled, shares = [], {}
         for c in [first[0], fastest] + more:  # each case once (the fastest may also be a --profile-rows case)
             if any(c is p for p in profiled):
                 continue
             profiled.append(c)
-            table = profile_top10(c, x, y, task) if c.worker is None else c.worker.profile(c)
+            table, shares[id(c)] = profile_top10(c, x, y, task) if c.worker is None else c.worker.profile(c)
             lines += ["", f"torch.profiler top-10, one step of {c.name} ({c.malloc} heap):", table]
+        ceilings = [conv_ceiling_line(label, profiled, shares) for label in dict.fromkeys(c.model for c in profiled)]
+        if any(ceilings):
+            lines += ["", "Where the convolutions bound the ratio (profiled rows):"] + [f"  {t}" for t in ceilings if t]
     for worker in workers:
         worker.close()
     text = "\n".join(lines)
