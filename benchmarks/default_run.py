@@ -7,6 +7,12 @@ inputs vs the restored outputs, and writes benchmarks/results/default_run.json (
 
     .venv/bin/python benchmarks/default_run.py                                     # the default run
     .venv/bin/python benchmarks/default_run.py --out default_run_bf16 trainer.amp=bf16   # the same in bf16
+    .venv/bin/python benchmarks/default_run.py --seeds 0,1,2 --out default_run_seeds          # the seed spread
+    .venv/bin/python benchmarks/default_run.py --seeds 0,1,2 --out default_run_bf16_seeds trainer.amp=bf16
+
+With ``--seeds``, the run is repeated once per ``seed=`` and the file holds every run plus the mean and sample
+standard deviation of the restored PSNR: how far two single runs that differ only in their seed (or in their
+arithmetic, such as bf16 against fp32) fall apart on their own.
 """
 
 from __future__ import annotations
@@ -60,11 +66,43 @@ def main(overrides: list[str], out: str | None = None) -> dict:
     return result
 
 
+def seed_spread(overrides: list[str], seeds: list[int], out: str | None = None) -> dict:
+    """``main`` once per seed; the runs, and the mean and sample std of their restored PSNR."""
+    import statistics
+
+    runs = [main([*overrides, f"seed={s}"]) for s in seeds]
+    psnr = [r["val_psnr_restored_db"] for r in runs]
+    result = {
+        "command": "aio-train " + " ".join(overrides),
+        "seeds": seeds,
+        "val_psnr_restored_db": psnr,
+        "mean_psnr_db": round(statistics.mean(psnr), 2),
+        "std_psnr_db": round(statistics.stdev(psnr), 2) if len(psnr) > 1 else 0.0,
+        "runs": runs,
+    }
+    print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=2))
+    if out:
+        (RESULTS / f"{out}.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
 if __name__ == "__main__":
     args = sys.argv[1:]
-    name = None
-    if args[:1] == ["--out"]:
+    name, seeds = None, None
+    while args[:1] in (["--out"], ["--seeds"]):
         if len(args) < 2:
-            sys.exit("--out needs a file name (without .json)")
-        name, args = args[1], args[2:]
-    main(args, name)
+            sys.exit(f"{args[0]} needs a value: --out NAME (a file name without .json), --seeds 0,1,2")
+        if args[0] == "--out":
+            name = args[1]
+        else:
+            try:
+                seeds = [int(s) for s in args[1].split(",") if s.strip()]
+            except ValueError:
+                sys.exit(f"--seeds {args[1]}: give integers separated by commas, e.g. --seeds 0,1,2")
+        args = args[2:]
+    if [a for a in args if a.startswith("seed=")] and seeds:
+        sys.exit("--seeds sets seed= for each run; drop the seed= override")
+    if seeds:
+        seed_spread(args, seeds, name)
+    else:
+        main(args, name)
