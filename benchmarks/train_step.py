@@ -126,6 +126,17 @@ def comma_list(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
+def label_list(text: str) -> list[str]:
+    """:func:`comma_list` for row labels: a comma inside parentheses belongs to the label (``Full (0.5, 0.8)``)."""
+    items, depth, start = [], 0, 0
+    for i, ch in enumerate(text + ","):
+        depth += (ch == "(") - (ch == ")")
+        if ch == "," and depth <= 0:
+            items.append(text[start:i].strip())
+            start = i + 1
+    return [item for item in items if item]
+
+
 def select_rows(spec: str, extra: list[str] = ()) -> list[tuple[str, list[str]]]:
     """``[(label, overrides)]`` for a comma list of model_table row labels (case-insensitive), ``all`` or
     ``none``, followed by the labels ``extra`` (the rows of the references given) not already in it."""
@@ -137,7 +148,7 @@ def select_rows(spec: str, extra: list[str] = ()) -> list[tuple[str, list[str]]]
         names = []
     else:
         names = []
-        for name in comma_list(spec):
+        for name in label_list(spec):
             if name.lower() not in by_lower:
                 sys.exit(f"--models: unknown model {name!r}; choose from: all, none, {', '.join(rows)}")
             names.append(by_lower[name.lower()])
@@ -571,7 +582,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not args.no_profile and cases:
         first = [c for c in cases if c.model == cases[0].model and c.impl == "aio"]
         fastest = min(first, key=lambda c: statistics.median(c.times))
-        extra = [r.lower() for r in comma_list(args.profile_rows)]
+        extra = [r.lower() for r in label_list(args.profile_rows)]
         more = [c for c in cases if c.model.lower() in extra and c.mode in ("fp32", "fp32_cl")]
         profiled, shares = [], {}
         for c in [first[0], fastest] + more:  # each case once (the fastest may also be a --profile-rows case)

@@ -53,3 +53,11 @@ def test_conv_ceiling_is_the_reference_step_over_our_convolution_time():
     assert "aio fp32_cl (cache heap) 80%" in line and "reference fp32 (system heap) 75%" in line
     assert "0.720 s" in line and "1.74x (reference on the system heap)" in line
     assert conv_ceiling_line("Net", [ours], shares) is None and conv_ceiling_line("Other", [ours, ref], shares) is None
+
+
+def test_row_labels_keep_their_inner_commas():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from train_step import label_list, select_rows
+
+    assert label_list("DSRIR, Full (0.5, 0.8),,Restormer") == ["DSRIR", "Full (0.5, 0.8)", "Restormer"]
+    assert [label for label, _ in select_rows("dsrir,full (0.5, 0.8)")] == ["DSRIR", "Full (0.5, 0.8)"]
