@@ -1,8 +1,9 @@
 """Training-step speed: aio's networks in fp32 / bf16 / channels_last / torch.compile, side by side with the
 reference implementations they reproduce (official Restormer, PromptIR, seed-000, DSRIR, MiOIR, AirNet).
 
-One step = forward (autocast where the mode says), loss, backward, AdamW (the trainer's default foreach kernel)
-and zero_grad, on a random ``batch x 3 x size x size`` batch (task labels ``arange(batch) % 7``); the loss is
+One step = forward (autocast where the mode says), loss, backward, AdamW (ours: the trainer's kernel,
+``--adamw-kernel``, default ``auto`` = fused on CPU and CUDA; the references: torch's default, a loop over the
+tensors on a CPU, as their training scripts build it) and zero_grad, on a random ``batch x 3 x size x size`` batch (task labels ``arange(batch) % 7``); the loss is
 the L1 of every restored image the network returns (DSRIR: three) plus the mean |.| of its auxiliary outputs
 (DSRIR's variances, AirNet's contrastive logits), the same on both sides. Every case is warmed up once, then the cases
 are run **interleaved** (one step of each, in a rotating order, ``--reps`` times) so that a busy machine
@@ -80,6 +81,7 @@ from references import NOTES, REFERENCES, Runner, note, parse_references, run_pl
 from aio.cli.model import compose_model_config  # noqa: E402
 from aio.models import forward_gflops, model_from_config  # noqa: E402
 from aio.train.host_memory import MALLOC_CHOICES, apply_cpu_malloc, resolve_cpu_malloc  # noqa: E402
+from aio.train.builders import ADAMW_KERNELS, adamw  # noqa: E402
 from aio.train.precision import compile_unsupported_reason, cpu_bf16_flags  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -281,7 +283,7 @@ def build_label(args, device: torch.device, label: str, overrides: list[str], wa
             layout = (channels_last, False)
             if layout not in modules:
                 net = base if not channels_last else _copy(base).to(memory_format=torch.channels_last)
-                opt = torch.optim.AdamW(net.parameters(), lr=1e-4)  # the trainer's kernel (foreach)
+                opt = adamw(net.parameters(), lr=1e-4, kernel=args.adamw_kernel, key="--adamw-kernel")
                 modules[layout] = (net, opt)
             if compiled:
                 net, opt = modules[layout]
@@ -494,6 +496,9 @@ def main(argv: list[str] | None = None) -> dict:
                         "process, its steps interleaved with ours")
     parser.add_argument("--system-malloc-modes", default="",
                         help="comma list of aio modes also timed under glibc's default heap (the heap's share)")
+    parser.add_argument("--adamw-kernel", default="auto", choices=ADAMW_KERNELS,
+                        help="AdamW kernel of our cases, as trainer.adamw_kernel (default auto: fused where torch has "
+                        "it); the references keep torch's default")
     parser.add_argument("--no-profile", action="store_true", help="skip the torch.profiler top-10")
     parser.add_argument("--profile-rows", default="",
                         help="comma list of row labels whose fp32 and fp32_cl steps (ours and the reference's) are profiled "
@@ -543,6 +548,8 @@ def main(argv: list[str] | None = None) -> dict:
         f" 1-min load {load_start:.1f} at start / {os.getloadavg()[0]:.1f} at end",
         f"# matmul peak (n={n}, measured in this run): fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s;"
         " FLOP/s = 3 x forward FLOPs / median step",
+        f"# AdamW: ours --adamw-kernel={args.adamw_kernel} (trainer.adamw_kernel; auto = fused where torch has it),"
+        " the references torch's default (a loop over the tensors on a CPU)",
         "",
         f"# heap: the C-heap mode of the process the case ran in (aio/train/host_memory.py): system = glibc's defaults"
         " (as the references' own training scripts run), cache = aio's trainer.cpu_malloc=auto on a CPU;"

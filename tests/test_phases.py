@@ -33,7 +33,7 @@ def _weights_sha256(trainer: Trainer) -> str:
 @pytest.mark.parametrize("heap", ["system", "cache"])
 def test_mixed_strategy_is_bitwise_the_single_phase_trainer(tmp_path, heap):
     """The recorded weights, on glibc's default heap and on trainer.cpu_malloc=cache alike (the heap moves
-    bytes, not values)."""
+    bytes, not values). Recorded with torch's default AdamW kernel (the loop), so that one is asked for."""
     from aio.train.host_memory import malloc_cache_supported
 
     if heap == "cache" and not malloc_cache_supported():
@@ -45,7 +45,8 @@ def test_mixed_strategy_is_bitwise_the_single_phase_trainer(tmp_path, heap):
     threads = torch.get_num_threads()
     torch.set_num_threads(ref["threads"])
     try:
-        cfg = compose_train(ref["overrides"] + ["strategy=mixed", f"trainer.cpu_malloc={heap}"])
+        cfg = compose_train(ref["overrides"] + ["strategy=mixed", f"trainer.cpu_malloc={heap}",
+                                                 "trainer.adamw_kernel=default"])
         trainer = Trainer(cfg, tmp_path / "run")
         trainer.fit()
     finally:

@@ -33,6 +33,7 @@ TAG_PHASE = "aio.phase"
 TAG_PHASES = "aio.phases"
 TAG_STRATEGY = "aio.strategy"
 TAG_CPU_MALLOC = "aio.cpu_malloc"  # the heap mode trainer.cpu_malloc resolved to: cache | system
+TAG_ADAMW_KERNEL = "aio.adamw_kernel"  # the AdamW kernel trainer.adamw_kernel resolved to: fused | default
 
 AVG = "avg"
 PARAMS_M = "model/params_m"

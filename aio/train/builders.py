@@ -43,9 +43,64 @@ def set_train_mode(model: nn.Module) -> None:
             module.eval()
 
 
+#: ``trainer.adamw_kernel`` values (see :func:`adamw`).
+ADAMW_KERNELS = ("auto", "fused", "default")
+
+
+def check_adamw_kernel(kernel: str, key: str = "trainer.adamw_kernel") -> str:
+    """``kernel`` if it is one of :data:`ADAMW_KERNELS`, else a one-line error naming ``key``."""
+    if kernel not in ADAMW_KERNELS:
+        raise ValueError(f"{key}={kernel} is not one of {', '.join(ADAMW_KERNELS)}")
+    return kernel
+
+
+def adamw(params, lr: float, betas=(0.9, 0.999), weight_decay: float = 1e-2, kernel: str = "auto",
+          key: str = "trainer.adamw_kernel") -> torch.optim.AdamW:
+    """torch's AdamW with the update kernel ``kernel``:
+
+    * ``fused``: one kernel over every tensor (torch has it for CPU and CUDA parameters). The same update to
+      float rounding (~1e-7 relative, the order of the ops inside one element's update differs), and 3-4x
+      faster than the default on a CPU: 26 vs 92 ms per step over PromptIR's 548 tensors, 45 vs 180 ms over
+      the enhanced LoRa-Gate-Restormer's 3,596.
+    * ``default``: torch's own choice, a Python loop over the tensors on a CPU and ``foreach`` on CUDA, as
+      the references' training scripts run it (bitwise their update).
+    * ``auto``: ``fused`` where torch has it for the parameters' device, else ``default``.
+
+    ``fused`` where torch has no fused kernel for the device is a one-line error naming ``key``.
+    """
+    params = list(params)
+    check_adamw_kernel(kernel, key)
+    kw = dict(lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+    devices = _fused_adamw_devices()
+    unsupported = sorted({f"{p.dtype} on {p.device.type}" for p in params
+                          if not (p.is_floating_point() and p.device.type in devices)})
+    if kernel == "fused" and unsupported:
+        raise ValueError(f"{key}=fused: torch has no fused AdamW for {', '.join(unsupported)} parameters "
+                         f"(it has one for floating point on {', '.join(sorted(devices))}); use {key}=auto")
+    return torch.optim.AdamW(params, fused=True, **kw) if kernel != "default" and not unsupported else \
+        torch.optim.AdamW(params, **kw)
+
+
+def _fused_adamw_devices() -> set[str]:
+    """The device types torch has a fused AdamW kernel for (checked by torch only at the first step)."""
+    try:
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+        return set(_get_fused_kernels_supported_devices())
+    except ImportError:  # a torch without the helper
+        return {"cpu", "cuda"}
+
+
+def adamw_kernel_of(optimizer: torch.optim.Optimizer) -> str:
+    """The kernel an optimizer built by :func:`adamw` runs: ``fused`` or ``default``."""
+    return "fused" if optimizer.defaults.get("fused") else "default"
+
+
 def build_optimizer(params: list[nn.Parameter], phase: Phase, t: DictConfig) -> torch.optim.Optimizer:
-    """AdamW over ``params`` at the phase's peak LR (one parameter group: the trainable parameters)."""
-    return torch.optim.AdamW(params, lr=phase.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
+    """AdamW over ``params`` at the phase's peak LR (one parameter group: the trainable parameters), with
+    the kernel ``trainer.adamw_kernel`` asks for (:func:`adamw`)."""
+    return adamw(params, lr=phase.lr, betas=t.betas, weight_decay=t.weight_decay,
+                 kernel=t.get("adamw_kernel", "auto"))
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, phase: Phase):

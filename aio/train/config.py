@@ -40,6 +40,7 @@ class TrainerConfig:
     compile: bool = False  # torch.compile the training model (inductor; needs a C++ compiler on CPU)
     channels_last: bool = False
     cpu_malloc: str = "auto"  # auto (cache on CPU devices with glibc) | cache | system; see aio/train/host_memory.py
+    adamw_kernel: str = "auto"  # auto (fused where torch has it: CPU, CUDA) | fused | default; see train/builders.adamw
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     val_every: int = 100
     log_every: int = 10

@@ -82,6 +82,7 @@ def validate_config(cfg: DictConfig) -> None:
     if t.amp not in AMP_CHOICES:
         raise ValueError(f"trainer.amp={t.amp} is not one of {', '.join(AMP_CHOICES)}")
     resolve_cpu_malloc(t.cpu_malloc, "cpu")  # the value's one-line error; the device's choice comes later
+    builders.check_adamw_kernel(t.adamw_kernel)
     if t.max_steps < 1:
         raise ValueError(f"trainer.max_steps={t.max_steps} must be >= 1")
     if t.grad_accum < 1:
@@ -179,7 +180,8 @@ class Trainer:
             tags = {"git_commit": _git_commit(), "host": socket.gethostname(), "aio_version": aio.__version__,
                     names.TAG_VAL_SETS: ",".join(self.val_sets), names.TAG_RUN_DIR: str(self.run_dir),
                     names.TAG_STRATEGY: str(cfg.get("strategy", {}).get("name", "mixed")),
-                    names.TAG_PHASES: ",".join(p.name for p in self.schedule), names.TAG_CPU_MALLOC: self.cpu_malloc}
+                    names.TAG_PHASES: ",".join(p.name for p in self.schedule), names.TAG_CPU_MALLOC: self.cpu_malloc,
+                    names.TAG_ADAMW_KERNEL: builders.adamw_kernel_of(self.optimizer)}
             tags.update(tracker_tags or {})
             random_vgg = getattr(self.loss_fn, "random_init", False)
             if random_vgg:
