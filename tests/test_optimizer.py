@@ -41,6 +41,13 @@ def test_fused_is_the_default_update_to_float_rounding():
         assert (fused - loop).abs().max() <= 1e-6 * max(1.0, p0.abs().max().item())  # ... to the same place
 
 
+def test_a_resumed_optimizer_keeps_the_kernel_it_was_saved_with():
+    saved = adamw(_params(), lr=1e-3, kernel="default")
+    resumed = adamw(_params(), lr=1e-3)
+    resumed.load_state_dict(saved.state_dict())
+    assert adamw_kernel_of(resumed) == "default"
+
+
 def test_errors_name_the_key():
     with pytest.raises(ValueError, match="^trainer.adamw_kernel=fast is not one of auto, fused, default$"):
         adamw(_params(), lr=1e-3, kernel="fast")

@@ -77,8 +77,9 @@ def adamw(params, lr: float, betas=(0.9, 0.999), weight_decay: float = 1e-2, ker
     if kernel == "fused" and unsupported:
         raise ValueError(f"{key}=fused: torch has no fused AdamW for {', '.join(unsupported)} parameters "
                          f"(it has one for floating point on {', '.join(sorted(devices))}); use {key}=auto")
-    return torch.optim.AdamW(params, fused=True, **kw) if kernel != "default" and not unsupported else \
-        torch.optim.AdamW(params, **kw)
+    if kernel == "default" or unsupported:
+        return torch.optim.AdamW(params, **kw)
+    return torch.optim.AdamW(params, fused=True, **kw)
 
 
 def _fused_adamw_devices() -> set[str]:
@@ -92,8 +93,10 @@ def _fused_adamw_devices() -> set[str]:
 
 
 def adamw_kernel_of(optimizer: torch.optim.Optimizer) -> str:
-    """The kernel an optimizer built by :func:`adamw` runs: ``fused`` or ``default``."""
-    return "fused" if optimizer.defaults.get("fused") else "default"
+    """The kernel an optimizer built by :func:`adamw` runs: ``fused`` or ``default``. Read from its parameter
+    groups, not its defaults: ``load_state_dict`` restores the groups' flags, so a run resumed from a checkpoint
+    saved with the loop goes on with the loop (exactly as it would have run)."""
+    return "fused" if all(g.get("fused") for g in optimizer.param_groups) else "default"
 
 
 def build_optimizer(params: list[nn.Parameter], phase: Phase, t: DictConfig) -> torch.optim.Optimizer:
