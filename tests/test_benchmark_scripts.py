@@ -61,3 +61,58 @@ def test_row_labels_keep_their_inner_commas():
 
     assert label_list("DSRIR, Full (0.5, 0.8),,Restormer") == ["DSRIR", "Full (0.5, 0.8)", "Restormer"]
     assert [label for label, _ in select_rows("dsrir,full (0.5, 0.8)")] == ["DSRIR", "Full (0.5, 0.8)"]
+
+
+def test_default_run_pairs_two_seed_studies_seed_by_seed(tmp_path, monkeypatch):
+    import pytest
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import default_run
+
+    other = {"command": "aio-train ", "seeds": [2, 0, 1], "val_psnr_restored_db": [22.78, 23.82, 23.63]}
+    (tmp_path / "base.json").write_text(json.dumps(other))
+    monkeypatch.setattr(default_run, "RESULTS", tmp_path)
+    loaded = default_run.load_paired("base", [0, 1, 2])
+    gaps = default_run.paired_gaps([0, 1, 2], [23.41, 23.98, 23.37], "base", loaded)
+    assert gaps["paired_gap_db"] == [-0.41, 0.35, 0.59]  # matched by seed, not by position
+    assert gaps["paired_gap_mean_db"] == 0.18 and gaps["paired_gap_max_abs_db"] == 0.59
+    assert gaps["paired_with"] == "base" and gaps["paired_command"] == "aio-train "
+    with pytest.raises(SystemExit, match=r"no run at seed\(s\) \[3\]; pair it with --seeds 2,0,1"):
+        default_run.load_paired("base", [0, 3])
+    with pytest.raises(SystemExit, match="--paired-with nothing: .* does not exist"):
+        default_run.load_paired("nothing", [0])
+
+
+def test_conv_recorder_counts_every_conv2d_call_by_kernel():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import torch
+    from conv_share import ConvRecorder, describe, time_call
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 1),
+                              torch.nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False))
+    x = torch.rand(1, 3, 16, 16)
+    with ConvRecorder() as rec:
+        net(x), net(x.contiguous(memory_format=torch.channels_last))
+    assert sum(rec.calls.values()) == 6 and len(rec.calls) == 6  # the layout is part of the key
+    with ConvRecorder() as rec:
+        net(x), net(x)
+    assert sorted(rec.calls.values()) == [2, 2, 2]
+    first = next(k for k in rec.calls if k[0] == (1, 3, 16, 16))
+    assert first[3] is False and first[6] is True  # the input needs no gradient, the weight does
+    assert [describe(k).split("(")[-1] for k in rec.calls] == ["dense)", "dense)", "depthwise)"]
+    assert time_call(first, reps=2) > 0
+
+
+def test_conv_share_benchmark_runs(tmp_path):
+    out = tmp_path / "conv_share.txt"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "conv_share.py"), "--models", "NAFNet", "--modes", "fp32",
+         "--size", "32", "--batch", "1", "--reps", "1", "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = out.read_text()
+    assert "NAFNet [aio fp32]: step" in text and "of the step" in text and " ms  x" in text
+    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "conv_share.py"), "--modes", "bf16_compile"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "cannot be re-timed call by call" in bad.stderr
