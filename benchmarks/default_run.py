@@ -8,11 +8,14 @@ inputs vs the restored outputs, and writes benchmarks/results/default_run.json (
     .venv/bin/python benchmarks/default_run.py                                     # the default run
     .venv/bin/python benchmarks/default_run.py --out default_run_bf16 trainer.amp=bf16   # the same in bf16
     .venv/bin/python benchmarks/default_run.py --seeds 0,1,2 --out default_run_seeds          # the seed spread
-    .venv/bin/python benchmarks/default_run.py --seeds 0,1,2 --out default_run_bf16_seeds trainer.amp=bf16
+    .venv/bin/python benchmarks/default_run.py --seeds 0,1,2 --out default_run_bf16_seeds \
+        --paired-with default_run_seeds trainer.amp=bf16
 
 With ``--seeds``, the run is repeated once per ``seed=`` and the file holds every run plus the mean and sample
 standard deviation of the restored PSNR: how far two single runs that differ only in their seed (or in their
-arithmetic, such as bf16 against fp32) fall apart on their own.
+arithmetic, such as bf16 against fp32) fall apart on their own. ``--paired-with NAME`` adds, per seed, this
+run's restored PSNR minus that of ``benchmarks/results/NAME.json`` (a ``--seeds`` file of the same seeds): the
+paired gap, which compares two settings at the same seed, data and initialisation.
 """
 
 from __future__ import annotations
@@ -66,10 +69,33 @@ def main(overrides: list[str], out: str | None = None) -> dict:
     return result
 
 
-def seed_spread(overrides: list[str], seeds: list[int], out: str | None = None) -> dict:
-    """``main`` once per seed; the runs, and the mean and sample std of their restored PSNR."""
+def load_paired(name: str, seeds: list[int]) -> dict:
+    """The ``--seeds`` result ``benchmarks/results/NAME.json``, checked to hold every seed of ``seeds``."""
+    path = RESULTS / f"{name}.json"
+    if not path.is_file():
+        sys.exit(f"--paired-with {name}: {path} does not exist; name a --seeds result there (without .json)")
+    other = json.loads(path.read_text())
+    missing = sorted(set(seeds) - set(other.get("seeds", [])))
+    if missing:
+        sys.exit(f"--paired-with {name}: {path.name} has no run at seed(s) {missing}; "
+                 f"pair it with --seeds {','.join(map(str, other.get('seeds', [])))}")
+    return other
+
+
+def paired_gaps(seeds: list[int], psnr: list[float], name: str, other: dict) -> dict:
+    """Per seed, ``psnr`` minus ``other``'s restored PSNR at that seed; their mean and largest magnitude."""
+    theirs = dict(zip(other["seeds"], other["val_psnr_restored_db"]))
+    gaps = [round(p - theirs[s], 2) for s, p in zip(seeds, psnr)]
+    return {"paired_with": name, "paired_command": other["command"], "paired_gap_db": gaps,
+            "paired_gap_mean_db": round(sum(gaps) / len(gaps), 2), "paired_gap_max_abs_db": max(map(abs, gaps))}
+
+
+def seed_spread(overrides: list[str], seeds: list[int], out: str | None = None, paired: str | None = None) -> dict:
+    """``main`` once per seed; the runs, the mean and sample std of their restored PSNR and, with ``paired``
+    (a ``--seeds`` result's name), the per-seed gap to it."""
     import statistics
 
+    other = load_paired(paired, seeds) if paired else None
     runs = [main([*overrides, f"seed={s}"]) for s in seeds]
     psnr = [r["val_psnr_restored_db"] for r in runs]
     result = {
@@ -78,6 +104,7 @@ def seed_spread(overrides: list[str], seeds: list[int], out: str | None = None) 
         "val_psnr_restored_db": psnr,
         "mean_psnr_db": round(statistics.mean(psnr), 2),
         "std_psnr_db": round(statistics.stdev(psnr), 2) if len(psnr) > 1 else 0.0,
+        **(paired_gaps(seeds, psnr, paired, other) if other else {}),
         "runs": runs,
     }
     print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=2))
@@ -88,12 +115,15 @@ def seed_spread(overrides: list[str], seeds: list[int], out: str | None = None) 
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    name, seeds = None, None
-    while args[:1] in (["--out"], ["--seeds"]):
+    name, seeds, paired = None, None, None
+    while args[:1] in (["--out"], ["--seeds"], ["--paired-with"]):
         if len(args) < 2:
-            sys.exit(f"{args[0]} needs a value: --out NAME (a file name without .json), --seeds 0,1,2")
+            sys.exit(f"{args[0]} needs a value: --out NAME (a file name without .json), --seeds 0,1,2, "
+                     "--paired-with NAME (a --seeds result)")
         if args[0] == "--out":
             name = args[1]
+        elif args[0] == "--paired-with":
+            paired = args[1]
         else:
             try:
                 seeds = [int(s) for s in args[1].split(",") if s.strip()]
@@ -102,7 +132,9 @@ if __name__ == "__main__":
         args = args[2:]
     if [a for a in args if a.startswith("seed=")] and seeds:
         sys.exit("--seeds sets seed= for each run; drop the seed= override")
+    if paired and not seeds:
+        sys.exit(f"--paired-with {paired} compares seed by seed: give --seeds too, e.g. --seeds 0,1,2")
     if seeds:
-        seed_spread(args, seeds, name)
+        seed_spread(args, seeds, name, paired)
     else:
         main(args, name)
