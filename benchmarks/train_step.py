@@ -12,7 +12,9 @@ median s/step, images/s, the median process CPU seconds per step (all threads; w
 cores, its ratios are the steadier figure), the median minor page faults of the process per step (pages the
 kernel maps and zeroes anew: see the C heap below), achieved FLOP/s (3 x the forward FLOPs of FlopCounterMode, over the median step)
 against this machine's matmul peak measured in the same run (fp32 and bf16), and peak memory on CUDA; per
-model with a reference clone, the ratio reference-fp32 / aio-mode and the fp32 max |diff| of the (eval-mode)
+model with a reference clone, the ratio reference-fp32 / aio-mode (of the two medians, of the CPU-time medians, and
+paired by rep: the median of each rep's reference step over our step in the same rep, which cancels a drift of the
+machine's speed over the run) and the fp32 max |diff| of the (eval-mode)
 outputs with the same weights (ours loaded ``strict=True`` into the reference); and a torch.profiler top-10
 of the first model's fp32 and fastest steps (``--profile-rows`` adds rows, ours and the reference).
 
@@ -212,6 +214,18 @@ def train_step(case: Case, x: torch.Tensor, y: torch.Tensor, task: torch.Tensor)
         peak = torch.cuda.max_memory_allocated(device) / 2**30
         case.peak_mem_gb = peak if case.peak_mem_gb != case.peak_mem_gb else max(case.peak_mem_gb, peak)
     return seconds
+
+
+def paired_ratio(reference: list[float], ours: list[float]) -> float:
+    """The median over reps of ``reference step / our step`` in the same rep.
+
+    One rep runs one step of every case back to back, so the two steps of a pair saw the same state of a
+    shared machine; a drift in its speed over the run (on this project's boxes a step can slow by half within
+    minutes) moves both alike and cancels in their ratio, where it does not in the ratio of the two medians.
+    """
+    if len(reference) != len(ours) or not ours:
+        raise ValueError(f"paired_ratio needs one step per rep on both sides: {len(reference)} vs {len(ours)}")
+    return statistics.median(r / o for r, o in zip(reference, ours))
 
 
 def warm_up(case: Case, x: torch.Tensor, y: torch.Tensor, task: torch.Tensor) -> float:
@@ -568,22 +582,25 @@ def main(argv: list[str] | None = None) -> dict:
                      "cpu_times": c.cpu_times, "median_minor_faults": statistics.median(c.faults), "minor_faults": c.faults})
         lines.append(f"{c.name:50s} {c.malloc:>6s} {med:8.3f} {args.batch / med:7.2f} {gflops:8.1f} {100 * gflops / pk:6.1f} "
                      f"{c.peak_mem_gb:8.2f} {statistics.median(c.cpu_times):7.2f} {statistics.median(c.faults) / 1e3:6.0f}k  " + " ".join(f"{t:.2f}" for t in c.times))
-    ratios, cpu_ratios = {}, {}  # {label: {reference heap: {aio case: ratio}}}
+    ratios, cpu_ratios, paired = {}, {}, {}  # {label: {reference heap: {aio case: ratio}}}
     for label in diffs:
         ours = [c for c in cases if c.model == label and c.impl == "aio"]
         lines.append("")
         lines.append(f"{label}: fp32 max|diff| aio vs reference (same weights) {diffs[label]:.2e}"
                      + (f" (channels_last copy {cl_diffs[label]:.2e})" if label in cl_diffs else ""))
-        ratios[label], cpu_ratios[label] = {}, {}
+        ratios[label], cpu_ratios[label], paired[label] = {}, {}, {}
         for ref_case in (c for c in cases if c.model == label and c.impl == "reference"):
             ref, ref_cpu = statistics.median(ref_case.times), statistics.median(ref_case.cpu_times)
             tags = [c.mode + ("" if c.malloc == malloc else f" ({c.malloc} heap)") for c in ours]
             r = {t: ref / statistics.median(c.times) for t, c in zip(tags, ours)}
             rc = {t: ref_cpu / statistics.median(c.cpu_times) for t, c in zip(tags, ours)}
+            rp = {t: paired_ratio(ref_case.times, c.times) for t, c in zip(tags, ours)}
             ratios[label][ref_case.malloc], cpu_ratios[label][ref_case.malloc] = r, rc
+            paired[label][ref_case.malloc] = rp
             lines.append(f"  reference fp32 on the {ref_case.malloc} heap {ref:.3f} s/step; reference / aio (on the {malloc} heap unless marked): "
                          + ", ".join(f"{m} {v:.2f}x" for m, v in r.items())
-                         + " (process CPU time: " + ", ".join(f"{m} {v:.2f}x" for m, v in rc.items()) + ")")
+                         + " (process CPU time: " + ", ".join(f"{m} {v:.2f}x" for m, v in rc.items())
+                         + "; paired by rep: " + ", ".join(f"{m} {v:.2f}x" for m, v in rp.items()) + ")")
     if NOTES:
         lines += ["", "notes (what the reference loaders bridged on this machine):"] + [f"- {n}" for n in NOTES]
     if not args.no_profile and cases:
@@ -609,7 +626,8 @@ def main(argv: list[str] | None = None) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text + "\n")
     result = {"peak_gflops": peak, "malloc": malloc, "rows": rows, "ratios_reference_over_aio": ratios,
-              "cpu_time_ratios_reference_over_aio": cpu_ratios, "max_abs_diff": diffs,
+              "cpu_time_ratios_reference_over_aio": cpu_ratios, "paired_ratios_reference_over_aio": paired,
+              "max_abs_diff": diffs,
               "max_abs_diff_channels_last": dict(cl_diffs),
               "notes": NOTES, "args": vars(args)}
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")

@@ -116,3 +116,21 @@ def test_conv_share_benchmark_runs(tmp_path):
     bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "conv_share.py"), "--modes", "bf16_compile"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "cannot be re-timed call by call" in bad.stderr
+
+
+def test_paired_ratio_is_the_median_of_the_reps_own_ratios():
+    import statistics
+
+    import pytest
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from train_step import paired_ratio
+
+    speed = [1.0, 1.0, 1.6, 1.6, 1.6]  # the box slows down after two reps
+    ours = [1.0 * s for s in speed]
+    ref = [2.2, 2.2, 1.9 * 1.6, 1.9 * 1.6, 1.9 * 1.6]  # 2.2x, 2.2x, then 1.9x of ours in the same reps
+    assert paired_ratio(ref, ours) == pytest.approx(1.9)
+    assert statistics.median(ref) / statistics.median(ours) == pytest.approx(1.9)
+    assert paired_ratio(ref[:2] + [3.3] * 3, ours[:2] + [1.0] * 3) == pytest.approx(3.3)  # pairs, not positions
+    with pytest.raises(ValueError, match="one step per rep on both sides: 2 vs 1"):
+        paired_ratio([1.0, 2.0], [1.0])
