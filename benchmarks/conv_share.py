@@ -85,6 +85,9 @@ def time_once(key: tuple) -> float:
 
     grad = torch.randn_like(run(None))
     run(grad)
+    for t in (x, w, b):  # the timed run writes fresh gradients, as in the step, instead of adding to these
+        if t is not None:
+            t.grad = None
     ts.sync(torch.device(device))
     t0 = time.perf_counter()
     run(grad)
