@@ -26,6 +26,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +46,26 @@ def _layout(t: torch.Tensor) -> str:
         else "nchw"
 
 
+class ConvCall(NamedTuple):
+    """One kind of ``conv2d`` call: everything that decides its kernel and its backward."""
+
+    shape: tuple
+    layout: str  # "cl" | "nchw"
+    dtype: torch.dtype
+    x_grad: bool
+    w_shape: tuple
+    w_layout: str
+    w_grad: bool
+    b_grad: bool
+    has_b: bool
+    stride: object
+    padding: object
+    dilation: object
+    groups: int
+    amp: torch.dtype | None  # the autocast dtype, None outside autocast
+    device: str
+
+
 class ConvRecorder(TorchFunctionMode):
     """Counts the ``conv2d`` calls made under it, keyed by everything that decides their kernel."""
 
@@ -59,14 +80,14 @@ class ConvRecorder(TorchFunctionMode):
             a = {**dict(zip(names, args)), **kwargs}
             x, w, b = a["input"], a["weight"], a.get("bias")
             amp = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else None
-            self.calls[(tuple(x.shape), _layout(x), x.dtype, x.requires_grad, tuple(w.shape), _layout(w),
-                        w.requires_grad, b is not None and b.requires_grad, b is not None,
-                        a.get("stride", 1), a.get("padding", 0), a.get("dilation", 1), a.get("groups", 1),
-                        amp, x.device.type)] += 1
+            self.calls[ConvCall(tuple(x.shape), _layout(x), x.dtype, x.requires_grad, tuple(w.shape), _layout(w),
+                                w.requires_grad, b is not None and b.requires_grad, b is not None,
+                                a.get("stride", 1), a.get("padding", 0), a.get("dilation", 1), a.get("groups", 1),
+                                amp, x.device.type)] += 1
         return func(*args, **kwargs)
 
 
-def time_once(key: tuple) -> float:
+def time_once(key: ConvCall) -> float:
     """Seconds of one forward + backward of the recorded call ``key`` on fresh random tensors (after one
     untimed run of the same call)."""
     (shape, layout, dtype, x_grad, w_shape, w_layout, w_grad, b_grad, has_b, stride, padding, dilation, groups,
@@ -95,7 +116,7 @@ def time_once(key: tuple) -> float:
     return time.perf_counter() - t0
 
 
-def retime(keys: list[tuple], reps: int) -> dict[tuple, float]:
+def retime(keys: list[ConvCall], reps: int) -> dict[ConvCall, float]:
     """Per recorded call, the fastest of ``reps`` runs, taken in rounds over all ``keys``.
 
     Rounds, not one call's reps back to back: a call is milliseconds long and a shared box's slow spells last
@@ -111,16 +132,15 @@ def retime(keys: list[tuple], reps: int) -> dict[tuple, float]:
     return best
 
 
-def time_call(key: tuple, reps: int) -> float:
+def time_call(key: ConvCall, reps: int) -> float:
     """The fastest of ``reps`` forward + backward runs of one recorded call (see :func:`retime`)."""
     return retime([key], reps)[key]
 
 
-def describe(key: tuple) -> str:
-    shape, layout, _, _, w_shape, *_rest = key
-    groups = key[12]
-    kind = "depthwise" if groups == shape[1] and groups > 1 else (f"groups {groups}" if groups > 1 else "dense")
-    return f"{'x'.join(map(str, shape))} {layout} -> w {'x'.join(map(str, w_shape))} ({kind})"
+def describe(key: ConvCall) -> str:
+    g = key.groups
+    kind = "depthwise" if g == key.shape[1] and g > 1 else (f"groups {g}" if g > 1 else "dense")
+    return f"{'x'.join(map(str, key.shape))} {key.layout} -> w {'x'.join(map(str, key.w_shape))} ({kind})"
 
 
 def measure(cases: list[ts.Case], x, y, task, reps: int) -> list[dict]:

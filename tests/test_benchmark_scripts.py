@@ -97,8 +97,8 @@ def test_conv_recorder_counts_every_conv2d_call_by_kernel():
     with ConvRecorder() as rec:
         net(x), net(x)
     assert sorted(rec.calls.values()) == [2, 2, 2]
-    first = next(k for k in rec.calls if k[0] == (1, 3, 16, 16))
-    assert first[3] is False and first[6] is True  # the input needs no gradient, the weight does
+    first = next(k for k in rec.calls if k.shape == (1, 3, 16, 16))
+    assert first.x_grad is False and first.w_grad is True  # the input needs no gradient, the weight does
     assert [describe(k).split("(")[-1] for k in rec.calls] == ["dense)", "dense)", "depthwise)"]
     assert time_call(first, reps=2) > 0
 
