@@ -10,7 +10,15 @@ PYTEST_ARGS ?=
 
 venv: $(STAMP)
 
+# A new venv is about 6.4 GiB (torch's CUDA build from the local wheel cache): check the disk before pip fills it.
+VENV_MIN_FREE_GIB ?= 7
+
 $(STAMP): pyproject.toml
+	@test -x $(PY) || { dir="$(dir $(abspath $(VENV)))"; mkdir -p "$$dir"; \
+	  free=$$(df -Pk "$$dir" | awk 'NR==2 {print int($$4 / 1048576)}'); \
+	  if [ "$$free" -lt $(VENV_MIN_FREE_GIB) ]; then \
+	    echo "error: $$free GiB free under $$dir; a new venv needs VENV_MIN_FREE_GIB=$(VENV_MIN_FREE_GIB) GiB: free disk space there or set VENV=<dir on a roomier disk>" >&2; \
+	    exit 1; fi; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev]"
