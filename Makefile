@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml
 # initialised VGG here (no weights are downloaded; the run is tagged and the table footnotes it):
 # pass DEMO_ARGS="paths.vgg19_weights=/path/vgg19.pth" for the real perceptual term.
 # The jobs run two at a time, one thread each (launcher=joblib: a small model gains little from a second thread),
-# the slowest row first (+ Mixed loss: its VGG term is ~60% of its time) so the two workers finish together.
+# the slowest row first (+ Mixed loss: its fp32 VGG term is most of its time) so the two workers finish together.
 DEMO_ARGS ?= paths.vgg19_weights=random
 SEEDS ?= 1
 DEMO_SEEDS := $(shell seq -s, 0 $$(( $(SEEDS) - 1 )))

@@ -246,7 +246,7 @@ EXPECTATIONS = {
                  "abair_mixed": ("synthetic", ["blur_noise", "blur_jpeg"], 3, None)}),
     "scale": (lambda c: (c.model.size, c.trainer.max_steps),
               {"tiny": ("tiny", 150), "small": ("small", 300), "paper": ("paper", 300000),
-               "demo": ("demo", 360)}),  # make demo: "size demo (dim 16), batch 8, 360 steps", 48-px crops
+               "demo": ("demo", 480)}),  # make demo: "size demo (dim 16), batch 8, 480 steps", 48-px crops
     "experiment": (_experiment_row, {
         "baseline": (R, "elementwise", 0.5, 0.8, False, False, False, "l1", "none", "mixed"),
         "dfrg": (R, "elementwise", 0.5, 0.8, True, False, False, "l1", "none", "mixed"),
