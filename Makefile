@@ -18,8 +18,8 @@ $(STAMP): pyproject.toml
 	  free=$$(df -Pk "$$dir" | awk 'NR==2 {print int($$4 / 1048576)}'); \
 	  if [ "$$free" -lt $(VENV_MIN_FREE_GIB) ]; then \
 	    echo "error: $$free GiB free under $$dir; a new venv needs VENV_MIN_FREE_GIB=$(VENV_MIN_FREE_GIB) GiB: free disk space there or set VENV=<dir on a roomier disk>" >&2; \
-	    exit 1; fi; }
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	    exit 1; fi; \
+	  $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev]"
 	@touch $(STAMP)
